@@ -1,0 +1,10 @@
+"""onnxplain: explain any ONNX classifier with explainer graphs that run wherever onnxruntime runs."""
+from .canonical import CanonicalModel, canonicalize, load_model
+from .errors import ImageError, ModelError, OnnxplainError, UnsupportedOpError
+from .explainer import Explainer, Explanation
+from .methods import methods
+
+__version__ = "0.1.0"
+
+__all__ = ["Explainer", "Explanation", "methods", "canonicalize", "load_model", "CanonicalModel",
+           "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

@@ -1,0 +1,169 @@
+"""Helpers to emit ONNX nodes into an onnx-graphsurgeon graph.
+
+Rules never touch the graph directly: they call a :class:`Builder`, which names every new tensor
+systematically (``<prefix>/<hint>_<n>``), turns numpy values into constants and offers the small
+vocabulary of tensor operations the backward passes need (broadcast-undo, shapes, reductions).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+Tensor = gs.Tensor
+
+
+def is_static(dim) -> bool:
+    return isinstance(dim, (int, np.integer)) and dim >= 0
+
+
+def static_shape(t: Tensor):
+    """The tensor's shape as a tuple of ints, or None when any dimension is unknown."""
+    shape = getattr(t, "shape", None)
+    if shape is None or not all(is_static(d) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def rank(t: Tensor):
+    shape = getattr(t, "shape", None)
+    return None if shape is None else len(shape)
+
+
+class Builder:
+    """Appends nodes to ``graph``; every created tensor gets a unique, readable name."""
+
+    def __init__(self, graph: gs.Graph, prefix: str = "bw", dtype=np.float32, opset: int = 17):
+        self.graph = graph
+        self.opset = opset
+        self.prefix = prefix
+        self.dtype = np.dtype(dtype)
+        self._count = 0
+        self._consts: dict = {}
+
+    # ---- naming and constants -------------------------------------------------------------
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.prefix}/{hint}_{self._count}"
+
+    def const(self, value, dtype=None, hint: str = "c") -> gs.Constant:
+        arr = np.asarray(value, dtype=dtype)
+        if dtype is None and arr.dtype.kind == "f":
+            arr = arr.astype(self.dtype)
+        if dtype is None and arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64)
+        if arr.size <= 16:  # share small constants (axes, shapes, scalars)
+            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            c = self._consts.get(key)
+            if c is None:
+                c = self._consts[key] = gs.Constant(self.name(hint), np.ascontiguousarray(arr))
+            return c
+        return gs.Constant(self.name(hint), np.ascontiguousarray(arr))
+
+    def ints(self, values) -> gs.Constant:
+        return self.const(np.asarray(values, dtype=np.int64), dtype=np.int64, hint="i")
+
+    def scalar(self, value, like: Tensor | None = None) -> gs.Constant:
+        dtype = getattr(like, "dtype", None) or self.dtype
+        return self.const(np.asarray(value, dtype=dtype), dtype=dtype, hint="s")
+
+    def _tensor(self, x):
+        if x is None:
+            return gs.Variable.empty()
+        if isinstance(x, gs.Tensor):
+            return x
+        return self.const(x)
+
+    # ---- node emission ----------------------------------------------------------------------
+    def op(self, op_type: str, *inputs, n_out: int = 1, hint: str | None = None, dtype=None, **attrs):
+        """Emit one node; return its output (or a list of ``n_out`` outputs)."""
+        hint = hint or op_type.lower()
+        ins = [self._tensor(x) for x in inputs]
+        outs = [gs.Variable(self.name(hint), dtype=dtype) for _ in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = gs.Node(op=op_type, name=self.name(op_type), attrs=attrs, inputs=ins, outputs=outs)
+        self.graph.nodes.append(node)
+        return outs[0] if n_out == 1 else outs
+
+    # ---- arithmetic -------------------------------------------------------------------------
+    def add(self, a, b):
+        return self.op("Add", a, b)
+
+    def sub(self, a, b):
+        return self.op("Sub", a, b)
+
+    def mul(self, a, b):
+        return self.op("Mul", a, b)
+
+    def div(self, a, b):
+        return self.op("Div", a, b)
+
+    def neg(self, a):
+        return self.op("Neg", a)
+
+    def sum(self, terms):
+        terms = [t for t in terms if t is not None]
+        if not terms:
+            return None
+        if len(terms) == 1:
+            return terms[0]
+        return self.op("Sum", *terms)
+
+    def shape(self, x, start=None, end=None):
+        return self.op("Shape", x, start=start, end=end)
+
+    def reshape(self, x, shape):
+        return self.op("Reshape", x, shape if isinstance(shape, gs.Tensor) else self.ints(shape))
+
+    def reshape_like(self, g, x):
+        """Reshape ``g`` to the (run-time) shape of ``x``."""
+        shp = static_shape(x)
+        return self.reshape(g, self.ints(shp) if shp is not None else self.shape(x))
+
+    def transpose(self, x, perm):
+        return self.op("Transpose", x, perm=[int(p) for p in perm])
+
+    def reduce_sum(self, x, axes, keepdims=True):
+        return self.op("ReduceSum", x, self.ints(list(axes)), keepdims=int(keepdims))
+
+    def reduce_max(self, x, axes, keepdims=True):
+        # ReduceMax takes axes as an attribute before opset 18 and as an input after it.
+        if self.opset >= 18:
+            return self.op("ReduceMax", x, self.ints(list(axes)), keepdims=int(keepdims))
+        return self.op("ReduceMax", x, axes=[int(a) for a in axes], keepdims=int(keepdims))
+
+    def where(self, cond, a, b):
+        return self.op("Where", cond, a, b)
+
+    def cast(self, x, dtype):
+        from onnx import helper
+
+        dtype = np.dtype(dtype if dtype is not None else self.dtype)
+        return self.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(dtype), dtype=dtype)
+
+    def zeros_like(self, x):
+        return self.mul(x, self.scalar(0.0, like=x))
+
+    def safe_div(self, num, den, eps: float, like=None):
+        """num / st_eps(den), with st_eps(d) = d + eps * sign(d) and sign(0) = +1 (RULES.md §0)."""
+        like = like if like is not None else den
+        zero = self.scalar(0.0, like=like)
+        sign = self.where(self.op("GreaterOrEqual", den, zero), self.scalar(1.0, like=like), self.scalar(-1.0, like=like))
+        stab = self.add(den, self.mul(sign, self.scalar(eps, like=like)))
+        return self.div(num, stab)
+
+    def unbroadcast(self, g, x, y):
+        """Sum the gradient ``g`` (shape of the broadcast result ``y``) down to the shape of ``x``.
+
+        Uses static ranks and dims: leading broadcast axes are summed away, axes where ``x`` has a
+        static 1 and ``y`` does not are summed with keepdims.
+        """
+        xs, ys = getattr(x, "shape", None), getattr(y, "shape", None)
+        if xs is None or ys is None:
+            raise ValueError(f"cannot undo broadcasting for {x.name}: unknown rank")
+        lead = len(ys) - len(xs)
+        if lead > 0:
+            g = self.reduce_sum(g, range(lead), keepdims=False)
+        axes = [i for i, (dx, dy) in enumerate(zip(xs, ys[lead:])) if dx == 1 and dy != 1]
+        if axes:
+            g = self.reduce_sum(g, axes, keepdims=True)
+        return g

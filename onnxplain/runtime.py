@@ -1,0 +1,122 @@
+"""The one module that talks to onnxruntime.
+
+Chooses the execution provider (CUDA only when it really loads, else CPU, without onnxruntime's error
+spam on CPU-only machines), caches sessions per (model, device), and runs many inputs in batches.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import OnnxplainError
+
+DEVICES = ("auto", "cpu", "cuda")
+_LOCK = threading.Lock()
+_SESSIONS: dict = {}
+_MAX_SESSIONS = 16
+
+
+def _quiet_options() -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """True when the CUDA execution provider is installed *and* its libraries load."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    if os.environ.get("ONNXPLAIN_DISABLE_CUDA"):
+        return False
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    ort.set_default_logger_severity(4)  # a failed provider load logs an error; we only want the answer
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        s = ort.InferenceSession(m.SerializeToString(), so,
+                                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        return "CUDAExecutionProvider" in s.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(3)
+
+
+def providers_for(device: str = "auto") -> list:
+    if device not in DEVICES:
+        raise OnnxplainError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if cuda_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise OnnxplainError("device 'cuda' requested but onnxruntime cannot load CUDA here "
+                             "(install onnxruntime-gpu with CUDA 13 and cuDNN 9, or use --device cpu)")
+    return ["CPUExecutionProvider"]
+
+
+class Session:
+    """A cached onnxruntime session over one model, running inputs in batches."""
+
+    def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto"):
+        data = model if isinstance(model, bytes) else model.SerializeToString()
+        self.providers = providers_for(device)
+        try:
+            self._sess = ort.InferenceSession(data, _quiet_options(), providers=self.providers)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OnnxplainError(f"onnxruntime cannot load the model: {msg}") from None
+        self.provider = self._sess.get_providers()[0]
+        self.input_names = [i.name for i in self._sess.get_inputs()]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+
+    def run(self, feeds: dict, outputs=None) -> list:
+        return self._sess.run(outputs, feeds)
+
+    def run_batched(self, batched: dict, constant: dict | None = None, *, batch_size: int = 32,
+                    outputs=None, progress=None) -> list:
+        """Run with the arrays of ``batched`` split along axis 0 into chunks; concatenate outputs."""
+        n = len(next(iter(batched.values())))
+        outs = None
+        for start in range(0, n, max(1, batch_size)):
+            feeds = {k: v[start:start + batch_size] for k, v in batched.items()}
+            feeds.update(constant or {})
+            res = self._sess.run(outputs, feeds)
+            outs = [[r] for r in res] if outs is None else [o + [r] for o, r in zip(outs, res)]
+            if progress is not None:
+                progress(min(batch_size, n - start))
+        if outs is None:
+            return []
+        return [np.concatenate(o, axis=0) for o in outs]
+
+
+def session(model: onnx.ModelProto | bytes, device: str = "auto") -> Session:
+    """A cached :class:`Session` for ``model`` on ``device``."""
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    key = (hashlib.sha1(data).hexdigest(), device)
+    with _LOCK:
+        s = _SESSIONS.get(key)
+        if s is None:
+            s = Session(data, device)
+            if len(_SESSIONS) >= _MAX_SESSIONS:
+                _SESSIONS.pop(next(iter(_SESSIONS)))
+            _SESSIONS[key] = s
+        return s
