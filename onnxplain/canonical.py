@@ -423,7 +423,7 @@ def _bypass(node, graph):
 def _fold_batchnorm(graph) -> int:
     count = 0
     for node in list(graph.nodes):
-        if node.op != "BatchNormalization" or len(node.outputs) != 1 and any(o.outputs for o in node.outputs[1:]):
+        if node.op != "BatchNormalization" or any(o.outputs for o in node.outputs[1:]):
             continue
         if not all(isinstance(t, gs.Constant) for t in node.inputs[1:5]):
             continue
@@ -436,7 +436,8 @@ def _fold_batchnorm(graph) -> int:
             _scale_shift(lin, s, beta - mean * s)
         except ValueError:
             continue
-        node.outputs[1:] = []
+        while len(node.outputs) > 1:
+            node.outputs.pop()
         _bypass(node, graph)
         count += 1
     graph.cleanup().toposort()
