@@ -3,6 +3,7 @@ from .canonical import CanonicalModel, canonicalize, load_model
 from .errors import ImageError, ModelError, OnnxplainError, UnsupportedOpError
 from .explainer import Explainer, Explanation
 from .methods import methods
+from . import lrp, patterns, perturbation, sampling  # noqa: F401,E402  (register their methods)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,366 @@
+"""The ``onnxplain`` command line: thin click commands over the Python API.
+
+``explain`` writes heatmaps and raw relevance for image files, ``export`` writes a standalone explainer
+.onnx, ``inspect`` shows how a model is read and which methods can explain it, ``methods`` lists the
+methods. Every :class:`~onnxplain.errors.OnnxplainError` becomes a one-line ``Error: ...`` and exit code 1.
+"""
+from __future__ import annotations
+
+import collections
+import fractions
+import numbers
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+import onnx
+
+from . import __version__, heatmap, runtime
+from .canonical import canonicalize
+from .errors import OnnxplainError
+from .explainer import Explainer
+from .images import image_input_spec, load_images
+from .methods import describe, methods
+
+DEFAULT_OUTDIR = "onnxplain-out"
+PROGRESS_MIN_IMAGES = 8  # show a progress bar on stderr from this many images on
+
+
+# ---- option types and shared options ------------------------------------------------------------
+class _Number(click.ParamType):
+    """A float that may also be written as a fraction, e.g. ``1/255``."""
+
+    name = "NUMBER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, numbers.Real):
+            return float(value)
+        try:
+            return float(fractions.Fraction(str(value).strip()))
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number (examples: 0.5, 1/255)", param, ctx)
+
+
+class _Target(click.ParamType):
+    """A class index ≥ 0, or ``top1`` (→ None: explain the predicted class)."""
+
+    name = "N|top1"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).lower() == "top1":
+            return None
+        try:
+            t = int(value)
+        except ValueError:
+            t = -1
+        if t < 0:
+            self.fail(f"{value!r} is not a class index ≥ 0 or 'top1'", param, ctx)
+        return t
+
+
+def _parse_value(text: str):
+    """Method option values: bool (true/false), int, float, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_options(ctx, param, values) -> dict:
+    options = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx, param)
+        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return options
+
+
+def _parse_floats(ctx, param, values):
+    """Repeated values and/or comma-separated lists → one tuple of floats (None when not given)."""
+    parts = [p for v in values for p in str(v).split(",") if p.strip()]
+    try:
+        return tuple(float(p) for p in parts) or None
+    except ValueError:
+        raise click.BadParameter(f"expected numbers such as 0.485,0.456,0.406, got {' '.join(values)!r}",
+                                 ctx, param) from None
+
+
+def _compose(*decorators):
+    def deco(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return deco
+
+
+def method_options(required: bool):
+    return _compose(
+        click.option("-m", "--method", required=required, default=None if required else "gradient",
+                     show_default=not required, metavar="METHOD",
+                     help=f"Explanation method: {', '.join(methods())} (see `onnxplain methods`)."),
+        click.option("-O", "--option", "options", multiple=True, callback=_parse_options, metavar="KEY=VALUE",
+                     help="Method option, repeatable; values are parsed as int/float/true/false/string "
+                          "(e.g. -O postprocess=abs)."),
+    )
+
+
+graph_options = _compose(
+    click.option("--input", "input_name", metavar="NAME", help="Image input to explain (default: automatic)."),
+    click.option("--output", "output_name", metavar="NAME",
+                 help="Logits output (default: automatic; trailing Softmax etc. are stripped)."),
+)
+
+image_options = _compose(
+    click.option("--size", nargs=2, type=int, metavar="H W",
+                 help="Resize images to H x W (default: the model's input size, if static)."),
+    click.option("--mean", multiple=True, callback=_parse_floats, metavar="M",
+                 help="Per-channel mean subtracted after scaling: repeat or comma-separate (0.485,0.456,0.406)."),
+    click.option("--std", multiple=True, callback=_parse_floats, metavar="S",
+                 help="Per-channel std divided by after the mean: repeat or comma-separate."),
+    click.option("--scale", type=_Number(), default="1/255", show_default=True,
+                 help="Pixel values (0..255) are multiplied by this first."),
+    click.option("--layout", type=click.Choice(["auto", "nchw", "nhwc"]), default="auto", show_default=True,
+                 help="Input layout (auto: from the model)."),
+)
+
+run_options = _compose(
+    click.option("--device", type=click.Choice(runtime.DEVICES), default="auto", show_default=True,
+                 help="Where onnxruntime runs (auto: CUDA when it loads, else CPU)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+                 help="Images per onnxruntime run."),
+)
+
+
+# ---- the group ----------------------------------------------------------------------------------
+class _Group(click.Group):
+    """Turns library errors into one-line ``Error: ...`` messages (exit code 1) instead of tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxplainError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # file system trouble: permissions, full disk, a folder where a file goes
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="onnxplain")
+def main():
+    """Explain ONNX image classifiers: gradient, LRP and friends as standalone ONNX explainer graphs."""
+
+
+# ---- explain ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@method_options(required=False)
+@click.option("--target", type=_Target(), default="top1", show_default=True, metavar="N|top1",
+              help="Class to explain: an index, or top1 for each image's predicted class.")
+@click.option("-o", "--outdir", type=click.Path(file_okay=False), default=DEFAULT_OUTDIR, show_default=True,
+              metavar="DIR",
+              help="Folder for <stem>.<method>.png, .heatmap.png and .npy (created if missing).")
+@image_options
+@graph_options
+@run_options
+@click.option("--cmap", type=click.Choice(heatmap.DIVERGING), default="bwr", show_default=True,
+              help="Heatmap colours: negative blue, zero white, positive red.")
+def explain(model, images, method, options, target, outdir, size, mean, std, scale, layout,
+            input_name, output_name, device, batch_size, cmap):
+    """Explain MODEL's decision on IMAGE files.
+
+    Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
+    <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
+    """
+    ex = Explainer(model, method, input=input_name, output=output_name, device=device,
+                   batch_size=batch_size, **options)
+    spec = _input_spec(ex.canonical, layout)
+    x, originals = load_images(images, size=size or spec["size"], channels=spec["channels"] or 3,
+                               layout=spec["layout"], scale=scale, mean=mean, std=std)
+    outputs = _output_paths(outdir, images, ex.method.name, protected=[model, *images])
+    os.makedirs(outdir, exist_ok=True)
+    lines = []
+    with _progress(len(images), "explaining") as bar:
+        for start in range(0, len(x), ex.batch_size):
+            res = ex.explain(x[start:start + ex.batch_size], target=target)
+            for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
+                png, heat, npy = outputs[i]
+                np.save(npy, rel)
+                heatmap.save_overlay(png, rel, originals[i], layout=spec["layout"], cmap=cmap)
+                heatmap.save_heatmap(heat, rel, layout=spec["layout"], cmap=cmap)
+                lines.append(_result_line(images[i], logits, int(t)))
+            bar.update(len(res.logits))
+    click.echo("\n".join(lines))
+
+
+def _input_spec(canonical, layout: str) -> dict:
+    """Layout, channels and (H, W) of the image input; an explicit ``layout`` overrides the guess."""
+    spec = image_input_spec(canonical.input_shape)
+    chosen = (canonical.layout or spec["layout"]) if layout == "auto" else layout
+    if chosen != spec["layout"]:
+        d = [int(v) if isinstance(v, numbers.Integral) and v > 0 else None for v in canonical.input_shape]
+        c, h, w = (d[1], d[2], d[3]) if chosen == "nchw" else (d[3], d[1], d[2])
+        spec = {"layout": chosen, "channels": c, "size": (h, w) if h and w else None}
+    return spec
+
+
+def _unique_stems(paths) -> list:
+    """Image stems, with ``-1``, ``-2``, ... appended where stems collide (case-insensitively)."""
+    stems = [Path(p).stem for p in paths]
+    counts = collections.Counter(s.casefold() for s in stems)
+    used = {s.casefold() for s in stems if counts[s.casefold()] == 1}
+    seen, out = collections.Counter(), []
+    for s in stems:
+        if counts[s.casefold()] > 1:
+            name = s
+            while name.casefold() in used:
+                seen[s.casefold()] += 1
+                name = f"{s}-{seen[s.casefold()]}"
+            s = name
+        used.add(s.casefold())
+        out.append(s)
+    return out
+
+
+def _output_paths(outdir, images, method, protected) -> list:
+    """[(overlay.png, heatmap.png, relevance.npy)] per image; refuses paths that are input files."""
+    out = [tuple(os.path.join(outdir, f"{stem}.{method}{ext}") for ext in (".png", ".heatmap.png", ".npy"))
+           for stem in _unique_stems(images)]
+    for path in (p for triple in out for p in triple):
+        for src in protected:
+            if os.path.exists(path) and os.path.exists(src) and os.path.samefile(path, src):
+                raise OnnxplainError(f"output {path} would overwrite the input file {src}; "
+                                     "choose another --outdir")
+    return out
+
+
+def _progress(n: int, label: str):
+    """A progress bar on stderr for many images; a silent stand-in otherwise."""
+    return click.progressbar(length=n, label=label, file=click.get_text_stream("stderr"),
+                             hidden=n < PROGRESS_MIN_IMAGES)
+
+
+def _result_line(image, logits, target: int) -> str:
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = int(np.argmax(logits))
+    line = f"{image}: class {top} (score {p[top]:.3f}, logit {logits[top]:.4g})"
+    if target != top:
+        line += f"; explained class {target} (score {p[target]:.3f}, logit {logits[target]:.4g})"
+    return line
+
+
+# ---- export -------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@method_options(required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="EXPLAINER.onnx",
+              help="Where to write the explainer model (never the input model).")
+@graph_options
+def export(model, method, options, out, input_name, output_name):
+    """Write a standalone explainer .onnx.
+
+    Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
+    relevance, logits and target_out (the class explained).
+    """
+    ex = Explainer(model, method, input=input_name, output=output_name, **options)
+    path = ex.export(out)
+    graph = ex.build().graph
+    defaults = {t.name for t in graph.initializer}
+    click.echo(f"wrote {path} (method {ex.method.name})")
+    click.echo("inputs:")
+    for vi in graph.input:
+        note = "  (optional; empty = top-1)" if vi.name in defaults else ""
+        click.echo(f"  {vi.name}: {_value_info(vi)}{note}")
+    click.echo("outputs:")
+    for vi in graph.output:
+        click.echo(f"  {vi.name}: {_value_info(vi)}")
+
+
+def _value_info(vi) -> str:
+    """``float32 [N, 3, 224, 224]`` for a tensor ValueInfoProto."""
+    tt = vi.type.tensor_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    except (KeyError, ValueError, TypeError):
+        dtype = onnx.TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else "?"
+    if not tt.HasField("shape"):
+        return f"{dtype} (shape unknown)"
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    return f"{dtype} [{', '.join(dims)}]"
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape or []) + "]"
+
+
+# ---- inspect ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@graph_options
+def inspect(model, input_name, output_name):
+    """Show how MODEL is read and which methods can explain it.
+
+    Lists the inputs, the chosen image input and logits output, canonicalisation notes, the op
+    histogram of the source and canonical graph, and per method the ops that lack rules.
+    """
+    canonical = canonicalize(model, input=input_name, output=output_name)
+    proto = onnx.load(model, load_external_data=False)
+    weights = {t.name for t in proto.graph.initializer}
+    click.echo("inputs:")
+    for vi in (v for v in proto.graph.input if v.name not in weights):
+        click.echo(f"  {vi.name}: {_value_info(vi)}  layout {_layout_guess(vi)}")
+    click.echo(f"image input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} "
+               f"(layout {canonical.layout or '?'})")
+    click.echo(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
+    for note in canonical.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"ops ({'source':>8} {'canonical':>9}):")
+    ops = collections.Counter(canonical.source_ops) + collections.Counter(canonical.ops)
+    for op, _ in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"  {op:<24} {canonical.source_ops.get(op, '-'):>8} {canonical.ops.get(op, '-'):>9}")
+    click.echo("methods:")
+    width = max(map(len, methods()))
+    for name in methods():
+        click.echo(f"  {name:<{width}}  {_support(canonical, name)}")
+
+
+def _layout_guess(vi) -> str:
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    try:
+        return image_input_spec(dims)["layout"]
+    except OnnxplainError:
+        return "- (not an image input)"
+
+
+def _support(canonical, method: str) -> str:
+    try:
+        missing = Explainer(canonical, method).missing()
+    except OnnxplainError as exc:
+        return f"unavailable: {exc}"
+    if not missing:
+        return "supported"
+    ops = collections.Counter(op for op, _ in missing)
+    return "no rule for " + ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(ops.items()))
+
+
+# ---- methods ------------------------------------------------------------------------------------
+@main.command("methods")
+def list_methods():
+    """List the explanation methods."""
+    described = describe()
+    width = max(map(len, described), default=0)
+    for name, description in described.items():
+        click.echo(f"{name:<{width}}  {description}")
+
+
+__all__ = ["main"]

@@ -20,6 +20,7 @@ from .methods import get_method
 # class actually explained (given or top-1) comes back as ``target_out``.
 OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target",)
+FALLBACK_METHOD = "occlusion"
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Explainer:
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 **options):
+                 fallback: bool = False, **options):
         runtime.providers_for(device)  # validates the device early
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output)
@@ -55,6 +56,15 @@ class Explainer:
         if self.batch_size < 1:
             raise OnnxplainError("batch_size must be ≥ 1")
         self._model: onnx.ModelProto | None = None
+        self.fallback_from: str | None = None  # set when fallback=True replaced the method
+        if self.method.kind == "graph":
+            missing = self.missing()
+            if missing:
+                if not fallback:
+                    raise UnsupportedOpError(self.method.name, missing)
+                self.fallback_from = self.method.name
+                self.missing_ops = missing
+                self.method = get_method(FALLBACK_METHOD)
 
     # ---- building ---------------------------------------------------------------------------
     @property
@@ -63,13 +73,13 @@ class Explainer:
 
     def missing(self) -> list:
         """[(op_type, node)] on the input→logits path the method has no rule for."""
-        g = self.canonical.graph
-        return missing_rules(g, g.inputs[0], g.outputs[0], self.method.rule_for)
+        return missing_for(self.canonical, self.method)
 
     def build(self) -> onnx.ModelProto:
         """The explainer model: inputs (image, optional target), outputs (relevance, logits, target)."""
         if self._model is None:
-            self._model = build_explainer(self.canonical, self.method)
+            custom = getattr(self.method, "build_model", None)
+            self._model = custom(self) if custom else build_explainer(self.canonical, self.method)
         return self._model
 
     def export(self, path) -> str:
@@ -122,6 +132,8 @@ class Explainer:
         """Relevance of every input element for the target logit (default: the top-1 class)."""
         x = self._check_input(x)
         t = self._check_target(target, len(x))
+        if self.method.kind != "graph":  # perturbation and sampling methods run in Python
+            return self.method.explain(self, x, t)
         sess = self._session()
         batched = {self.input_name: x}
         const = {}
@@ -135,6 +147,15 @@ class Explainer:
 
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"
+
+
+def missing_for(canonical: CanonicalModel, method, **options) -> list:
+    """[(op_type, node)] of nodes of ``canonical`` that ``method`` has no rule for ([] if none)."""
+    m = get_method(method, **options)
+    if m.kind != "graph":
+        return []
+    g = canonical.graph
+    return missing_rules(g, g.inputs[0], g.outputs[0], m.rule_for)
 
 
 def _fmt_shape(shape):

@@ -54,7 +54,7 @@ class Method:
     name: str
     overrides: dict = field(default_factory=dict)  # op_type -> rule
     options: dict = field(default_factory=dict)
-    kind: str = "graph"
+    kind: str = "graph"  # "graph": backward pass in the explainer graph; else ``explain(explainer, x, t)``
 
     def rule_for(self, node) -> Callable | None:
         return self.overrides.get(node.op) or GRADIENT.get(node.op)
