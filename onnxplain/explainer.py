@@ -51,6 +51,7 @@ class Explainer:
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output)
         self.method = get_method(method, **options)
+        self.method.bind(self.canonical)
         self.device = device
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
@@ -65,6 +66,7 @@ class Explainer:
                 self.fallback_from = self.method.name
                 self.missing_ops = missing
                 self.method = get_method(FALLBACK_METHOD)
+                self.method.bind(self.canonical)
 
     # ---- building ---------------------------------------------------------------------------
     @property
@@ -154,6 +156,7 @@ def missing_for(canonical: CanonicalModel, method, **options) -> list:
     m = get_method(method, **options)
     if m.kind != "graph":
         return []
+    m.bind(canonical)
     g = canonical.graph
     return missing_rules(g, g.inputs[0], g.outputs[0], m.rule_for)
 
@@ -193,8 +196,9 @@ def build_explainer(canonical: CanonicalModel, method) -> onnx.ModelProto:
     argmax = b.op("ArgMax", logits, axis=1, keepdims=0)
     n = b.shape(logits, start=0, end=1)
     chosen = b.op("Slice", b.op("Concat", target_in, argmax, axis=0), b.ints([0]), n)
-    depth = b.shape(logits, start=1, end=2)
-    onehot = b.op("OneHot", chosen, depth, b.const(np.array([0, 1], dtype=dtype)), axis=-1)
+    depth = b.op("Squeeze", b.shape(logits, start=1, end=2), b.ints([0]))
+    classes = b.op("Range", b.const(np.array(0, np.int64)), depth, b.const(np.array(1, np.int64)))
+    onehot = b.cast(b.op("Equal", b.op("Unsqueeze", chosen, b.ints([1])), classes), dtype)
     seed = method.seed(b, logits, onehot)
     result = backward(b, g, logits, seed, x, method.rule_for, getattr(method, "options", {}), method.name)
     relevance = method.finish(b, result, x)

@@ -55,9 +55,9 @@ class Builder:
             key = (arr.dtype.str, arr.shape, arr.tobytes())
             c = self._consts.get(key)
             if c is None:
-                c = self._consts[key] = gs.Constant(self.name(hint), np.ascontiguousarray(arr))
+                c = self._consts[key] = gs.Constant(self.name(hint), np.array(arr, copy=True, order="C"))
             return c
-        return gs.Constant(self.name(hint), np.ascontiguousarray(arr))
+        return gs.Constant(self.name(hint), np.array(arr, copy=True, order="C"))
 
     def ints(self, values) -> gs.Constant:
         return self.const(np.asarray(values, dtype=np.int64), dtype=np.int64, hint="i")

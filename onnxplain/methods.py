@@ -56,6 +56,9 @@ class Method:
     options: dict = field(default_factory=dict)
     kind: str = "graph"  # "graph": backward pass in the explainer graph; else ``explain(explainer, x, t)``
 
+    def bind(self, canonical) -> None:
+        """Called once with the canonical model before rules are asked for (first layer, patterns…)."""
+
     def rule_for(self, node) -> Callable | None:
         return self.overrides.get(node.op) or GRADIENT.get(node.op)
 
