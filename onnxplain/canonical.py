@@ -196,6 +196,12 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     graph.inputs = [inp]
     graph.outputs = [logits]
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    others = sorted({t.name for node in graph.nodes for t in node.inputs
+                     if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not inp})
+    if others:
+        raise ModelError(f"{where}: the logits also depend on input(s) {', '.join(others)}; onnxplain "
+                         "explains one input at a time and needs the others fixed (export the model with them "
+                         "as constants)")
     _remove_noops(graph)
     if fold_batchnorm:
         n = _fold_batchnorm(graph)
@@ -205,6 +211,7 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     if n:
         notes.append(f"{n} constant Mul/Add/Sub/Div folded into Conv/Gemm")
     _explicit_pads(graph)
+    _dense_as_gemm(graph)
     graph.cleanup().toposort()
     _name_nodes(graph)
     # re-infer shapes so that every tensor of the canonical graph knows its shape and dtype
@@ -406,6 +413,12 @@ def _scale_shift(node, scale, shift):
         node.inputs.append(b)
 
 
+def _keep_only_input(node, t):
+    """Leave ``t`` as the node's only input (gs lists do not support slice assignment)."""
+    node.inputs.clear()
+    node.inputs.append(t)
+
+
 def _bypass(node, graph):
     """Remove a single-input/single-output node, rewiring its consumers to its producer's output."""
     src, dst = node.inputs[0], node.outputs[0]
@@ -496,12 +509,46 @@ def _fold_affine(graph) -> int:
                 _scale_shift(lin, scale, shift)
             except ValueError:
                 continue
-            node.inputs[:] = [a]
+            _keep_only_input(node, a)
             _bypass(node, graph)
             count += 1
             changed = True
         graph.cleanup().toposort()
     return count
+
+
+def _dense_as_gemm(graph):
+    """Dense layers in one form: ``MatMul(x, W) [+ b]`` on rank-2 x becomes ``Gemm(x, W, b)``, and
+    Gemm's alpha/beta are folded into its constant B and C (LRP rules modify W and b by sign)."""
+    for node in list(graph.nodes):
+        if node.op == "MatMul" and len(node.inputs) == 2 and isinstance(node.inputs[1], gs.Constant) \
+                and not isinstance(node.inputs[0], gs.Constant) and node.inputs[0].shape is not None \
+                and len(node.inputs[0].shape) == 2 and node.inputs[1].values.ndim == 2:
+            node.op = "Gemm"
+            node.attrs = {}
+            out = node.outputs[0]
+            if len(out.outputs) == 1 and out not in graph.outputs:
+                add = out.outputs[0]
+                if add.op == "Add" and len(add.inputs) == 2:
+                    c = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+                    m = node.inputs[1].values.shape[1]
+                    if isinstance(c, gs.Constant) and c.values.size in (1, m) and c.values.ndim <= 2 and \
+                            (c.values.ndim < 2 or c.values.shape[0] == 1):
+                        node.inputs.append(gs.Constant(c.name + "_bias", np.broadcast_to(
+                            c.values.reshape(-1), (m,)).astype(c.values.dtype).copy()))
+                        _keep_only_input(add, out)
+                        _bypass(add, graph)
+        if node.op == "Gemm" and isinstance(node.inputs[1], gs.Constant):
+            alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+            if alpha != 1.0:
+                w = node.inputs[1].values
+                node.inputs[1] = gs.Constant(node.inputs[1].name + "_alpha", (w * alpha).astype(w.dtype))
+                node.attrs["alpha"] = 1.0
+            if beta != 1.0 and len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+                c = node.inputs[2].values
+                node.inputs[2] = gs.Constant(node.inputs[2].name + "_beta", (c * beta).astype(c.dtype))
+                node.attrs["beta"] = 1.0
+    graph.cleanup().toposort()
 
 
 def _explicit_pads(graph):

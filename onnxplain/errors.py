@@ -24,7 +24,8 @@ class UnsupportedOpError(OnnxplainError):
         more = f" and {len(self.nodes) - 5} more" if len(self.nodes) > 5 else ""
         super().__init__(
             f"method '{method}' has no rule for op(s) {', '.join(ops)}: nodes {names}{more}; "
-            "use a perturbation method such as 'occlusion' or pass fallback=True")
+            "use a method that needs no rules (e.g. 'occlusion'), or fall back to it automatically "
+            "(fallback=True in Python)")
 
 
 class ImageError(OnnxplainError):

@@ -41,10 +41,26 @@ def get_method(name: str, **options):
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise OnnxplainError(f"unknown method '{name}'{hint}; `onnxplain methods` lists them")
     factory, _ = _REGISTRY[name]
+    accepted = _parameters(factory)
+    if accepted is not None:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise OnnxplainError(f"method '{name}' has no option(s) {', '.join(unknown)}; it accepts "
+                                 f"{', '.join(sorted(accepted)) or 'no options'}")
     try:
         return factory(**options)
     except TypeError as exc:
         raise OnnxplainError(f"method '{name}': {exc}") from None
+
+
+def _parameters(factory):
+    """Names of keyword options of a factory, or None when it takes **kwargs."""
+    import inspect
+
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
 
 
 @dataclass

@@ -1,0 +1,165 @@
+"""Canonicalisation: every rewrite leaves the logits unchanged; loading errors are clear."""
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxplain
+from nets import make, relu_cnn
+
+n = helper.make_node
+
+
+def _run(model, x):
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})
+
+
+def _canon_logits(c, x):
+    return _run(c.to_onnx(), x)[0]
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _bn_net(pre_activation=False):
+    rng = np.random.default_rng(3)
+    w = {"W": rng.standard_normal((4, 3, 3, 3)), "B": rng.standard_normal(4),
+         "g": rng.uniform(0.5, 2, 4), "b": rng.standard_normal(4), "m": rng.standard_normal(4),
+         "v": rng.uniform(0.5, 2, 4), "g3": rng.uniform(0.5, 2, 3), "b3": rng.standard_normal(3),
+         "m3": rng.standard_normal(3), "v3": rng.uniform(0.5, 2, 3),
+         "s": rng.uniform(0.5, 2, (1, 4, 1, 1)), "t": rng.standard_normal((4, 1, 1)),
+         "R": rng.standard_normal((4 * 6 * 6, 5)), "mean": np.array([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1)}
+    nodes = [n("Sub", ["x", "mean"], ["xn"])]
+    src = "xn"
+    if pre_activation:  # BN on the input: nothing to fold into, stays a BatchNormalization node
+        nodes.append(n("BatchNormalization", ["xn", "g3", "b3", "m3", "v3"], ["xb"]))
+        src = "xb"
+    nodes += [n("Conv", [src, "W", "B"], ["c"]), n("BatchNormalization", ["c", "g", "b", "m", "v"], ["bn"]),
+              n("Mul", ["bn", "s"], ["ms"]), n("Add", ["ms", "t"], ["at"]), n("Identity", ["at"], ["id"]),
+              n("Relu", ["id"], ["r"]), n("Dropout", ["r"], ["d"]), n("Flatten", ["d"], ["f"]),
+              n("MatMul", ["f", "R"], ["z"]), n("Softmax", ["z"], ["probs"], axis=1),
+              n("ArgMax", ["probs"], ["label"], axis=1, keepdims=0)]
+    m = make(nodes, w, ["N", 3, 8, 8], out_name="probs")
+    m.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    return m
+
+
+@pytest.mark.parametrize("pre_activation", [False, True])
+def test_folding_and_stripping_keep_logits(pre_activation):
+    m = _bn_net(pre_activation)
+    c = onnxplain.canonicalize(m)
+    ops = c.ops
+    assert ops.get("BatchNormalization", 0) == (1 if pre_activation else 0)
+    for op in ("Identity", "Dropout", "Softmax", "ArgMax", "Mul", "Add"):
+        assert op not in ops, op
+    assert ops["Gemm"] == 1 and "MatMul" not in ops
+    x = _x((3, 3, 8, 8))
+    # reference logits: the original graph up to the Softmax input
+    ref = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(m)).extract_model(["x"], ["z"])
+    np.testing.assert_allclose(_canon_logits(c, x), _run(ref, x)[0], rtol=1e-4, atol=1e-5)
+    assert any("Softmax" in note for note in c.notes)
+
+
+def test_dynamic_batch_and_spatial_size():
+    rng = np.random.default_rng(0)
+    m = make([n("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), n("Relu", ["c"], ["r"]),
+              n("GlobalAveragePool", ["r"], ["g"]), n("Flatten", ["g"], ["f"]), n("Gemm", ["f", "V"], ["logits"])],
+             {"W": rng.standard_normal((4, 3, 3, 3)), "V": rng.standard_normal((4, 2))}, ["N", 3, "H", "W"])
+    c = onnxplain.canonicalize(m)
+    for shape in [(1, 3, 5, 7), (2, 3, 9, 4)]:
+        x = _x(shape)
+        np.testing.assert_allclose(_canon_logits(c, x), _run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_old_opset_with_initializers_as_inputs_is_upgraded():
+    m = relu_cnn(opset=9, inits_as_inputs=True, ir_version=3)
+    c = onnxplain.canonicalize(m)
+    assert c.opset >= 17
+    assert [t.name for t in c.graph.inputs] == ["x"]
+    x = _x((2, 3, 12, 12))
+    ref = _run(relu_cnn(), x)[0]
+    probs = np.exp(_canon_logits(c, x))
+    np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_nhwc_layout_detected():
+    rng = np.random.default_rng(0)
+    m = make([n("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), n("Conv", ["t", "W"], ["c"]),
+              n("Flatten", ["c"], ["f"]), n("Gemm", ["f", "V"], ["logits"])],
+             {"W": rng.standard_normal((2, 3, 3, 3)), "V": rng.standard_normal((2 * 4 * 4, 3))}, ["N", 6, 6, 3])
+    assert onnxplain.canonicalize(m).layout == "nhwc"
+    assert onnxplain.canonicalize(relu_cnn()).layout == "nchw"
+
+
+def test_input_and_output_overrides():
+    m = _bn_net()
+    c = onnxplain.canonicalize(m, output="label")  # ArgMax → Softmax → logits
+    assert c.graph.outputs[0].shape[-1] == 5
+    with pytest.raises(onnxplain.ModelError, match="no tensor 'nope'"):
+        onnxplain.canonicalize(m, output="nope")
+    with pytest.raises(onnxplain.ModelError, match="no input 'y'.*x"):
+        onnxplain.canonicalize(m, input="y")
+
+
+def test_two_float_inputs_need_a_choice():
+    v = numpy_helper.from_array(np.ones((4, 2), np.float32), "V")
+    g = helper.make_graph([n("Add", ["x", "y"], ["s"]), n("Gemm", ["s", "V"], ["logits"])], "two",
+                          [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["N", 4]) for k in ("x", "y")],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], initializer=[v])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    with pytest.raises(onnxplain.ModelError, match="several inputs.*input=NAME"):
+        onnxplain.canonicalize(m)
+    with pytest.raises(onnxplain.ModelError, match="also depend on input.*x"):
+        onnxplain.canonicalize(m, input="y")
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(onnxplain.ModelError, match="not found"):
+        onnxplain.canonicalize(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model")
+    with pytest.raises(onnxplain.ModelError, match="not a readable ONNX model|not an ONNX model"):
+        onnxplain.canonicalize(bad)
+    with pytest.raises(onnxplain.ModelError, match="bytes given are not an ONNX model"):
+        onnxplain.canonicalize(b"\x01\x02garbage")
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(relu_cnn().SerializeToString()[:200])
+    with pytest.raises(onnxplain.ModelError):
+        onnxplain.canonicalize(trunc)
+
+
+def test_external_data_inside_folder_loads_and_outside_is_refused(tmp_path):
+    m = relu_cnn()
+    inside = tmp_path / "m"
+    inside.mkdir()
+    onnx.save(onnx.ModelProto.FromString(m.SerializeToString()), inside / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    c = onnxplain.canonicalize(inside / "model.onnx")
+    x = _x((1, 3, 12, 12))
+    np.testing.assert_allclose(np.exp(_canon_logits(c, x)) / np.exp(_canon_logits(c, x)).sum(),
+                               _run(m, x)[0], rtol=1e-4, atol=1e-6)
+    # a model whose external data points outside its folder
+    evil = onnx.load(inside / "model.onnx", load_external_data=False)
+    for t in evil.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../secret.bin"
+    (tmp_path / "secret.bin").write_bytes((inside / "weights.bin").read_bytes())
+    onnx.save(evil, inside / "evil.onnx")
+    with pytest.raises(onnxplain.ModelError, match="outside the model's folder"):
+        onnxplain.canonicalize(inside / "evil.onnx")
+
+
+def test_canonicalisation_does_not_touch_the_input_file(tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(_bn_net(), p)
+    before = p.read_bytes()
+    onnxplain.canonicalize(p)
+    assert p.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.onnx"]
