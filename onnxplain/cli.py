@@ -7,9 +7,11 @@ methods. Every :class:`~onnxplain.errors.OnnxplainError` becomes a one-line ``Er
 from __future__ import annotations
 
 import collections
+import contextlib
 import fractions
 import numbers
 import os
+import types
 from pathlib import Path
 
 import click
@@ -19,7 +21,7 @@ import onnx
 from . import __version__, heatmap, runtime
 from .canonical import canonicalize
 from .errors import OnnxplainError
-from .explainer import Explainer
+from .explainer import Explainer, missing_for
 from .images import image_input_spec, load_images
 from .methods import describe, methods
 
@@ -112,6 +114,38 @@ def method_options(required: bool):
     )
 
 
+def _parse_rules(ctx, param, values) -> dict:
+    rules = {}
+    for item in values:
+        key, sep, rule = item.partition("=")
+        if not sep or not key.strip() or not rule.strip():
+            raise click.BadParameter(f"expected OP=RULE[:k=v,...], got {item!r}", ctx, param)
+        rules[key.strip()] = rule.strip()
+    return rules
+
+
+rule_options = _compose(
+    click.option("--rule", "rules", multiple=True, callback=_parse_rules, metavar="OP=RULE[:k=v,...]",
+                 help="LRP rule for an op type (Conv, Gemm, …), a family (conv, dense) or a node-name pattern, "
+                      "over the method's own map; repeatable (e.g. --rule Conv=gamma:gamma=0.25)."),
+    click.option("--first-layer", metavar="RULE[:k=v,...]",
+                 help="LRP rule for the first linear layer (e.g. z_box:low=0,high=1 or flat)."),
+    click.option("--patterns", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Patterns file for pattern.net / pattern.attribution (from `onnxplain fit-patterns`)."),
+)
+
+
+def _method_options(options, rules, first_layer, patterns) -> dict:
+    options = dict(options)
+    if rules:
+        options["rules"] = rules
+    if first_layer:
+        options["first_layer"] = first_layer
+    if patterns:
+        options["patterns"] = patterns
+    return options
+
+
 graph_options = _compose(
     click.option("--input", "input_name", metavar="NAME", help="Image input to explain (default: automatic)."),
     click.option("--output", "output_name", metavar="NAME",
@@ -169,20 +203,29 @@ def main():
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default=DEFAULT_OUTDIR, show_default=True,
               metavar="DIR",
               help="Folder for <stem>.<method>.png, .heatmap.png and .npy (created if missing).")
+@rule_options
 @image_options
 @graph_options
 @run_options
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="When the method has no rule for some ops, explain with occlusion instead of failing.")
 @click.option("--cmap", type=click.Choice(heatmap.DIVERGING), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
-def explain(model, images, method, options, target, outdir, size, mean, std, scale, layout,
-            input_name, output_name, device, batch_size, cmap):
+def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
+            scale, layout, input_name, output_name, device, batch_size, fallback, cmap):
     """Explain MODEL's decision on IMAGE files.
 
     Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
     <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
     """
+    options = _method_options(options, rules, first_layer, patterns)
+    options = _box_bounds(method, options, scale, mean, std)
     ex = Explainer(model, method, input=input_name, output=output_name, device=device,
-                   batch_size=batch_size, **options)
+                   batch_size=batch_size, fallback=fallback, **options)
+    if getattr(ex, "fallback_from", None):
+        ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))
+        click.echo(f"note: '{ex.fallback_from}' has no rule for {ops}; explaining with '{ex.method.name}' instead",
+                   err=True)
     spec = _input_spec(ex.canonical, layout)
     x, originals = load_images(images, size=size or spec["size"], channels=spec["channels"] or 3,
                                layout=spec["layout"], scale=scale, mean=mean, std=std)
@@ -202,6 +245,19 @@ def explain(model, images, method, options, target, outdir, size, mean, std, sca
     click.echo("\n".join(lines))
 
 
+BOXED = {"lrp.epsilon_gamma_box", "deep_taylor.bounded"}
+
+
+def _box_bounds(method, options, scale, mean, std) -> dict:
+    """z^B bounds for the box methods from the pixel range 0..255 and the preprocessing, unless given."""
+    if method not in BOXED or "low" in options or "high" in options:
+        return options
+    m = np.asarray(mean if mean else 0.0, dtype=np.float64)
+    s = np.asarray(std if std else 1.0, dtype=np.float64)
+    low, high = (0.0 - m) / s, (255.0 * scale - m) / s
+    return {**options, "low": low.tolist(), "high": high.tolist()}
+
+
 def _input_spec(canonical, layout: str) -> dict:
     """Layout, channels and (H, W) of the image input; an explicit ``layout`` overrides the guess."""
     spec = image_input_spec(canonical.input_shape)
@@ -214,7 +270,8 @@ def _input_spec(canonical, layout: str) -> dict:
 
 
 def _unique_stems(paths) -> list:
-    """Image stems, with ``-1``, ``-2``, ... appended where stems collide (case-insensitively)."""
+    """Image stems; where stems collide (case-insensitively) the first keeps its stem and later ones get
+    the first free ``-1``, ``-2``, ... suffix."""
     stems = [Path(p).stem for p in paths]
     counts = collections.Counter(s.casefold() for s in stems)
     used = {s.casefold() for s in stems if counts[s.casefold()] == 1}
@@ -244,9 +301,10 @@ def _output_paths(outdir, images, method, protected) -> list:
 
 
 def _progress(n: int, label: str):
-    """A progress bar on stderr for many images; a silent stand-in otherwise."""
-    return click.progressbar(length=n, label=label, file=click.get_text_stream("stderr"),
-                             hidden=n < PROGRESS_MIN_IMAGES)
+    """A progress bar on stderr for many images; a silent stand-in otherwise (``hidden=`` needs click 8.2)."""
+    if n < PROGRESS_MIN_IMAGES:
+        return contextlib.nullcontext(types.SimpleNamespace(update=lambda steps: None))
+    return click.progressbar(length=n, label=label, file=click.get_text_stream("stderr"))
 
 
 def _result_line(image, logits, target: int) -> str:
@@ -265,13 +323,15 @@ def _result_line(image, logits, target: int) -> str:
 @method_options(required=True)
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="EXPLAINER.onnx",
               help="Where to write the explainer model (never the input model).")
+@rule_options
 @graph_options
-def export(model, method, options, out, input_name, output_name):
+def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name):
     """Write a standalone explainer .onnx.
 
     Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
     relevance, logits and target_out (the class explained).
     """
+    options = _method_options(options, rules, first_layer, patterns)
     ex = Explainer(model, method, input=input_name, output=output_name, **options)
     path = ex.export(out)
     graph = ex.build().graph
@@ -324,12 +384,13 @@ def inspect(model, input_name, output_name):
     click.echo(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
     for note in canonical.notes:
         click.echo(f"note: {note}")
-    click.echo(f"ops ({'source':>8} {'canonical':>9}):")
-    ops = collections.Counter(canonical.source_ops) + collections.Counter(canonical.ops)
-    for op, _ in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
-        click.echo(f"  {op:<24} {canonical.source_ops.get(op, '-'):>8} {canonical.ops.get(op, '-'):>9}")
+    click.echo(f"{'ops:':<26} {'source':>8} {'canonical':>9}")
+    source, ops = canonical.source_ops, canonical.ops
+    for op, _ in sorted((collections.Counter(source) + collections.Counter(ops)).items(),
+                        key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"  {op:<24} {source.get(op, '-'):>8} {ops.get(op, '-'):>9}")
     click.echo("methods:")
-    width = max(map(len, methods()))
+    width = max(map(len, methods()), default=0)
     for name in methods():
         click.echo(f"  {name:<{width}}  {_support(canonical, name)}")
 
@@ -344,9 +405,9 @@ def _layout_guess(vi) -> str:
 
 def _support(canonical, method: str) -> str:
     try:
-        missing = Explainer(canonical, method).missing()
-    except OnnxplainError as exc:
-        return f"unavailable: {exc}"
+        missing = missing_for(canonical, method)
+    except OnnxplainError as exc:  # e.g. a method that needs options (patterns)
+        return f"needs options: {exc}"
     if not missing:
         return "supported"
     ops = collections.Counter(op for op, _ in missing)

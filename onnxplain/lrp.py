@@ -494,34 +494,47 @@ def _check_rules(rules):
 
 
 def _lrp_factory(name, rules=None, first_layer=None, default=("epsilon", {}), deep_taylor=False):
-    def factory(epsilon=None, bn_rule="pass", rules_override=None, first_layer_override=None, **params):
-        rr = dict(rules or {})
-        fl = first_layer
-        dflt = default
-        if params:  # parameters of the single rule / preset (gamma, alpha, beta, low, high, bias)
-            dflt = (default[0], {**default[1], **params})
-            rr = {k: (v[0], {**v[1], **{p: q for p, q in params.items() if p in RULE_PARAMS[v[0]]}})
-                  for k, v in rr.items()}
-            if fl is not None:
-                fl = (fl[0], {**fl[1], **{p: q for p, q in params.items() if p in RULE_PARAMS[fl[0]]}})
-            unknown = set(params) - set().union(*(RULE_PARAMS[s[0]] for s in [dflt] + list(rr.values()) +
-                                                   ([fl] if fl else [])))
+    """Factory of a composite. Keyword options: ``epsilon`` (every ε), rule parameters (``gamma``,
+    ``alpha``, ``beta``, ``low``, ``high``, ``bias``) applied wherever the rule takes them, ``rules`` (a
+    map merged over the composite's: op type, family or node-name pattern → rule) and ``first_layer``."""
+    def factory(epsilon=None, bn_rule="pass", rules_=None, first_layer_=None, **params):
+        rr = {k: parse_rule(v) for k, v in (rules or {}).items()}
+        fl = parse_rule(first_layer) if first_layer else None
+        dflt = parse_rule(default)
+        if params:
+            takes = lambda spec: {k: v for k, v in params.items() if k in RULE_PARAMS[spec[0]]}  # noqa: E731
+            used = set()
+            for spec in [dflt] + list(rr.values()) + ([fl] if fl else []):
+                used |= set(takes(spec))
+            unknown = set(params) - used
             if unknown:
                 raise OnnxplainError(f"method {name} has no option(s) {', '.join(sorted(unknown))}")
-            dflt = (dflt[0], {k: v for k, v in dflt[1].items() if k in RULE_PARAMS[dflt[0]]})
+            dflt = (dflt[0], {**dflt[1], **takes(dflt)})
+            rr = {k: (v[0], {**v[1], **takes(v)}) for k, v in rr.items()}
+            fl = (fl[0], {**fl[1], **takes(fl)}) if fl else None
         if epsilon is not None:
-            rr = {k: (v[0], {**v[1], "epsilon": float(epsilon)}) for k, v in rr.items()}
-            dflt = (dflt[0], {**dflt[1], "epsilon": float(epsilon)})
+            with_eps = lambda spec: (spec[0], {**spec[1], "epsilon": float(epsilon)})  # noqa: E731
+            rr = {k: with_eps(v) for k, v in rr.items()}
+            dflt = with_eps(dflt)
+            fl = with_eps(fl) if fl and "epsilon" in RULE_PARAMS[fl[0]] else fl
+        if rules_:  # user overrides, merged over the composite's map
+            if isinstance(rules_, str):
+                rules_ = dict(r.split("=", 1) for r in rules_.split(";") if r)
+            rr.update({k: parse_rule(v) for k, v in rules_.items()})
+        if first_layer_:
+            fl = parse_rule(first_layer_)
         if bn_rule not in ("pass", "z"):
             raise OnnxplainError("bn_rule must be 'pass' (Zennit) or 'z' (iNNvestigate/Captum affine z-rule)")
-        m = LRPMethod(name=name, rules=_check_rules(rr), first_layer=parse_rule(fl) if fl else None,
-                      default=parse_rule(dflt), deep_taylor=deep_taylor, bn_rule=bn_rule,
-                      options={"epsilon": DEFAULT_EPS})
+        m = LRPMethod(name=name, rules=_check_rules(rr), first_layer=fl, default=dflt,
+                      deep_taylor=deep_taylor, bn_rule=bn_rule, options={"epsilon": DEFAULT_EPS})
         make_linear_rule(*m.default)
         if m.first_layer:
             make_linear_rule(*m.first_layer)
         return m
-    return factory
+
+    def public(epsilon=None, bn_rule="pass", rules=None, first_layer=None, **params):
+        return factory(epsilon=epsilon, bn_rule=bn_rule, rules_=rules, first_layer_=first_layer, **params)
+    return public
 
 
 def _register_lrp(name, description, **kw):
@@ -563,12 +576,5 @@ _register_lrp("deep_taylor.bounded", "deep Taylor with z^B at the input layer (l
               deep_taylor=True, first_layer=("z_box", {"low": 0.0, "high": 1.0}))
 
 
-@register("lrp", "LRP with user rules: rules={'Conv': ('gamma', {...}), 'Gemm': 'epsilon', 'name*': ...}, "
-                 "first_layer=...")
-def _lrp_custom(rules=None, first_layer=None, default="epsilon", epsilon=None, bn_rule="pass"):
-    if isinstance(rules, str):
-        rules = dict(r.split("=", 1) for r in rules.split(";") if r)
-    m = _lrp_factory("lrp", rules={k: parse_rule(v) for k, v in (rules or {}).items()},
-                     first_layer=parse_rule(first_layer) if first_layer else None,
-                     default=parse_rule(default))(epsilon=epsilon, bn_rule=bn_rule)
-    return m
+_register_lrp("lrp", "LRP with your own rules: rules={'Conv': ('gamma', {'gamma': 0.25}), 'Gemm': 'epsilon', "
+                   "'<node-name pattern>': ...}, first_layer=...; default ε elsewhere", default=("epsilon", {}))
