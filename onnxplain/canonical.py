@@ -542,11 +542,11 @@ def _dense_as_gemm(graph):
             alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
             if alpha != 1.0:
                 w = node.inputs[1].values
-                node.inputs[1] = gs.Constant(node.inputs[1].name + "_alpha", (w * alpha).astype(w.dtype))
+                node.inputs[1] = gs.Constant(node.inputs[1].name + "_alpha", np.asarray(w * alpha, dtype=w.dtype))
                 node.attrs["alpha"] = 1.0
             if beta != 1.0 and len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
                 c = node.inputs[2].values
-                node.inputs[2] = gs.Constant(node.inputs[2].name + "_beta", (c * beta).astype(c.dtype))
+                node.inputs[2] = gs.Constant(node.inputs[2].name + "_beta", np.asarray(c * beta, dtype=c.dtype))
                 node.attrs["beta"] = 1.0
     graph.cleanup().toposort()
 

@@ -31,7 +31,7 @@ def op_model(nodes, x_shape, *, consts=None, y_shape=None, classes=3, dtype=np.f
                           [helper.make_tensor_value_info("y", _tp(dtype), None)], initializer=inits),
         opset_imports=[helper.make_opsetid("", opset)])
     probe.ir_version = 8
-    xs = rng.standard_normal(x_shape).astype(dtype)
+    xs = rng.standard_normal([d if isinstance(d, int) else 2 for d in x_shape]).astype(dtype)
     y = run(probe, xs)
     feat = int(np.prod(y.shape[1:]))
     R = rng.standard_normal((feat, classes)).astype(dtype)
