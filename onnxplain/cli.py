@@ -220,6 +220,9 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
     """
     options = _method_options(options, rules, first_layer, patterns)
     options = _box_bounds(method, options, scale, mean, std)
+    if method == "integrated_gradients":  # pixel-space baselines ("black") need the preprocessing
+        options = {"mean": list(mean) if mean else None, "std": list(std) if std else None, "scale": scale,
+                   **options}
     ex = Explainer(model, method, input=input_name, output=output_name, device=device,
                    batch_size=batch_size, fallback=fallback, **options)
     if getattr(ex, "fallback_from", None):
@@ -339,7 +342,9 @@ def export(model, method, options, out, rules, first_layer, patterns, input_name
     click.echo(f"wrote {path} (method {ex.method.name})")
     click.echo("inputs:")
     for vi in graph.input:
-        note = "  (optional; empty = top-1)" if vi.name in defaults else ""
+        note = ""
+        if vi.name in defaults:
+            note = "  (optional; empty = top-1)" if vi.name == "target" else "  (optional; has a default)"
         click.echo(f"  {vi.name}: {_value_info(vi)}{note}")
     click.echo("outputs:")
     for vi in graph.output:

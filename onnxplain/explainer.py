@@ -21,6 +21,7 @@ from .methods import get_method
 OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target",)
 FALLBACK_METHOD = "occlusion"
+FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
 
 
 @dataclass
@@ -58,14 +59,15 @@ class Explainer:
             raise OnnxplainError("batch_size must be ≥ 1")
         self._model: onnx.ModelProto | None = None
         self.fallback_from: str | None = None  # set when fallback=True replaced the method
-        if self.method.kind == "graph":
+        if self.method.kind == "graph" or hasattr(self.method, "missing"):
             missing = self.missing()
             if missing:
                 if not fallback:
                     raise UnsupportedOpError(self.method.name, missing)
                 self.fallback_from = self.method.name
                 self.missing_ops = missing
-                self.method = get_method(FALLBACK_METHOD)
+                image = len(self.canonical.input_shape) == 4
+                self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
                 self.method.bind(self.canonical)
 
     # ---- building ---------------------------------------------------------------------------
@@ -154,9 +156,10 @@ class Explainer:
 def missing_for(canonical: CanonicalModel, method, **options) -> list:
     """[(op_type, node)] of nodes of ``canonical`` that ``method`` has no rule for ([] if none)."""
     m = get_method(method, **options)
-    if m.kind != "graph":
-        return []
     m.bind(canonical)
+    if m.kind != "graph":  # sampling methods built on a graph method report its missing rules
+        fn = getattr(m, "missing", None)
+        return fn(canonical) if fn is not None else []
     g = canonical.graph
     return missing_rules(g, g.inputs[0], g.outputs[0], m.rule_for)
 
