@@ -118,9 +118,9 @@ def deconvnet_relu(ctx, node, gouts):
 
 def guided_relu(ctx, node, gouts):
     """Guided Backprop: g_in = max(g, 0) · 1[x > 0] (Springenberg et al. 2015)."""
-    b, x = ctx.b, node.inputs[0]
-    mask = b.cast(b.op("Greater", x, b.scalar(0.0, like=x)), x.dtype)
-    return [b.mul(b.op("Relu", gouts[0]), mask)]
+    b, y = ctx.b, node.outputs[0]
+    zero = b.scalar(0.0, like=y)
+    return [b.where(b.op("Greater", y, zero), b.op("Relu", gouts[0]), zero)]
 
 
 def _check_postprocess(p):

@@ -128,7 +128,20 @@ def test_conv_dynamic_spatial(attrs):
     m = make_dynamic(m, {0: "N", 2: "H", 3: "W"})
     x = _rng().standard_normal((2, 3, 7, 8)).astype(np.float32)
     check_gradient(m, x, **F32)
-    assert "Pad" in backward_ops(m)  # the run-time completion path was taken
+    if attrs.get("strides", [1, 1]) == [1, 1] and "auto_pad" not in attrs:
+        assert "ConvTranspose" not in backward_ops(m)  # stride 1: the adjoint is a Conv, exact at any size
+    else:
+        assert "Pad" in backward_ops(m)  # the run-time completion path was taken
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(pads=[1, 1, 1, 1]), dict(pads=[0, 2, 1, 0], dilations=[2, 1]), dict(group=3), dict(group=3, pads=[2, 2, 2, 2]),
+    dict(pads=[3, 0, 0, 0]),  # pad larger than the kernel reach: falls back to ConvTranspose
+])
+def test_conv_stride1_adjoint_is_a_conv(attrs):
+    m = _conv_model((7, 8), 3, 6, (3, 3), attrs, True)
+    x = _rng().standard_normal((2, 3, 7, 8)).astype(np.float32)
+    check_gradient(m, x, **F32)
 
 
 def test_conv_dynamic_batch_static_spatial_uses_output_padding():

@@ -242,10 +242,12 @@ def dropout(ctx, node, gouts):
 # ---- activations ----------------------------------------------------------------------------------
 @gradient_rule("Relu")
 def relu(ctx, node, gouts):
-    """y = max(x, 0)  ⇒  ∂x = g · 1[x > 0]."""
-    b, x = ctx.b, node.inputs[0]
-    mask = b.cast(b.op("Greater", x, b.scalar(0.0, like=x)), x.dtype)
-    return [b.mul(gouts[0], mask)]
+    """y = max(x, 0)  ⇒  ∂x = g · 1[x > 0] = g · 1[y > 0].
+
+    The mask reads the output y, not x, so that onnxruntime can still fuse the producer with the Relu."""
+    b, y = ctx.b, node.outputs[0]
+    zero = b.scalar(0.0, like=y)
+    return [b.where(b.op("Greater", y, zero), gouts[0], zero)]
 
 
 @gradient_rule("LeakyRelu")
