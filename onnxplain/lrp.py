@@ -115,7 +115,26 @@ class Group:
 def _weights(node):
     w = node.inputs[1].values
     b = node.inputs[2].values if len(node.inputs) > 2 and node.inputs[2].name else None
+    if b is None:
+        b = trailing_bias(node)[1]
     return w, b
+
+
+def trailing_bias(node):
+    """(Add node, b) when a MatMul's output feeds only ``Add(·, b)`` with a constant b along the last axis:
+    a Linear layer exported as MatMul + Add (token sequences), whose bias belongs to the layer."""
+    if node.op != "MatMul" or not isinstance(node.inputs[1], gs.Constant):
+        return None, None
+    y = node.outputs[0]
+    if len(y.outputs) != 1 or y.outputs[0].op != "Add":
+        return None, None
+    add = y.outputs[0]
+    other = [t for t in add.inputs if t is not y]
+    k = node.inputs[1].values.shape[-1]
+    if len(other) != 1 or not isinstance(other[0], gs.Constant) or other[0].values.size != k \
+            or other[0].values.shape[-1:] != (k,):
+        return None, None
+    return add, other[0].values.reshape(-1)
 
 
 def _pos(a):
@@ -137,12 +156,14 @@ def _forward(ctx, node, x, w, bias):
     b = ctx.b
     wc = b.const(w.astype(node.inputs[1].values.dtype))
     ins = [x, wc]
+    shift = None
     if bias is not None and np.any(bias != 0):
-        ins.append(b.const(bias.astype(wc.values.dtype)))
-    elif node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2].name:
-        pass  # Gemm without C
+        shift = b.const(bias.astype(wc.values.dtype))
+        if node.op != "MatMul":  # MatMul has no bias input: add it after
+            ins.append(shift)
+            shift = None
     out = b.op(node.op, *ins, **{k: v for k, v in node.attrs.items()})
-    return out
+    return out if shift is None else b.add(out, shift)
 
 
 def _vjp(ctx, node, g, w):
@@ -173,7 +194,8 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
         return cache[kind]
 
     out_terms = []
-    z_orig = node.outputs[0]
+    add, _ = trailing_bias(node)
+    z_orig = (add if add is not None else node).outputs[0]  # the layer output, bias included
     for group in groups:
         terms = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
         if not terms:
@@ -227,8 +249,8 @@ def rule_groups(name: str, node, params: dict):
         if name == "z" and "epsilon" not in params:
             eps = DEFAULT_EPS
         return [Group(1.0, [Term("x", w, bb)])], eps, None
-    if name == "z_plus":
-        bp, _ = _bias_parts(b, "zennit" if bias_mode == "innvestigate" else bias_mode)
+    if name == "z_plus":  # Zennit: b⁺ in the denominator; iNNvestigate's ZPlus ignores the bias
+        bp, _ = _bias_parts(b, "none" if bias_mode == "innvestigate" else bias_mode)
         return [Group(1.0, [Term("pos", _pos(w), bp), Term("neg", _neg(w))])], eps, None
     if name == "alpha_beta":
         alpha, beta = float(params.get("alpha", 2.0)), float(params.get("beta", 1.0))
@@ -284,6 +306,13 @@ def make_linear_rule(name, params):
     if unknown:
         raise OnnxplainError(f"rule {name} has no parameter(s) {', '.join(sorted(unknown))}; "
                              f"it takes {', '.join(sorted(RULE_PARAMS[name])) or 'none'}")
+
+    if name == "alpha_beta":
+        alpha, beta = float(params.get("alpha", 2.0)), float(params.get("beta", 1.0))
+        if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
+            raise OnnxplainError(f"alpha_beta needs alpha - beta = 1 and alpha, beta >= 0 (got {alpha}, {beta})")
+    if name == "z_box" and ("low" not in params or "high" not in params):
+        raise OnnxplainError("rule z_box needs bounds low and high (in the model's normalised input space)")
 
     def rule(ctx, node, gouts):
         groups, eps, bounds = rule_groups(name, node, params)
@@ -358,6 +387,8 @@ def add_rule(ctx, node, gouts):
     if any(consts):
         active = node.inputs[consts.index(False)]
         if active.inputs and active.inputs[0].op in LINEAR_OPS:
+            if trailing_bias(active.inputs[0])[0] is node and linear_node(active.inputs[0]):
+                return pass_rule(ctx, node, gouts)  # the MatMul's own rule accounts for this bias
             return z_rule_free(ctx, node, gouts)
         return pass_rule(ctx, node, gouts)
     return z_rule_free(ctx, node, gouts)
@@ -526,7 +557,8 @@ def _lrp_factory(name, rules=None, first_layer=None, default=("epsilon", {}), de
         if bn_rule not in ("pass", "z"):
             raise OnnxplainError("bn_rule must be 'pass' (Zennit) or 'z' (iNNvestigate/Captum affine z-rule)")
         m = LRPMethod(name=name, rules=_check_rules(rr), first_layer=fl, default=dflt,
-                      deep_taylor=deep_taylor, bn_rule=bn_rule, options={"epsilon": DEFAULT_EPS})
+                      deep_taylor=deep_taylor, bn_rule=bn_rule,
+                      options={"epsilon": DEFAULT_EPS if epsilon is None else float(epsilon)})
         make_linear_rule(*m.default)
         if m.first_layer:
             make_linear_rule(*m.first_layer)
