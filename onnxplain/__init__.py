@@ -4,8 +4,9 @@ from .errors import ImageError, ModelError, OnnxplainError, UnsupportedOpError
 from .explainer import Explainer, Explanation
 from .methods import methods
 from . import lrp, patterns, perturbation, sampling  # noqa: F401,E402  (register their methods)
+from .patterns import Patterns, Statistics, fit_patterns, fit_statistics, signal_quality  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "methods", "canonicalize", "load_model", "CanonicalModel",
+__all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation", "methods", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]
