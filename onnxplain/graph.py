@@ -143,9 +143,13 @@ class Builder:
     def zeros_like(self, x):
         return self.mul(x, self.scalar(0.0, like=x))
 
-    def safe_div(self, num, den, eps: float, like=None):
-        """num / st_eps(den), with st_eps(d) = d + eps * sign(d) and sign(0) = +1 (RULES.md §0)."""
+    def safe_div(self, num, den, eps: float, like=None, sign: int | None = None):
+        """num / st_eps(den), with st_eps(d) = d + eps * sign(d) and sign(0) = +1 (RULES.md §0).
+
+        ``sign=+1`` / ``-1`` states that den is known to be ≥ 0 / ≤ 0 (one Add instead of four ops)."""
         like = like if like is not None else den
+        if sign is not None:
+            return self.div(num, self.add(den, self.scalar(eps if sign > 0 else -eps, like=like)))
         zero = self.scalar(0.0, like=like)
         sign = self.where(self.op("GreaterOrEqual", den, zero), self.scalar(1.0, like=like), self.scalar(-1.0, like=like))
         stab = self.add(den, self.mul(sign, self.scalar(eps, like=like)))

@@ -172,6 +172,46 @@ def _vjp(ctx, node, g, w):
     return GRADIENT[node.op](ctx, _shadow(node, wc), [g])[0]
 
 
+def _ones_sample(b, x):
+    """Ones shaped like one sample of x, (1, …): a constant when x's shape is static (onnxruntime then
+    folds the whole modified forward of the flat and w² rules at load time)."""
+    shape = x.shape
+    if shape is not None and all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:]):
+        return b.const(np.ones((1,) + tuple(int(d) for d in shape[1:]), dtype=np.dtype(x.dtype or b.dtype)))
+    shp = b.op("Concat", b.ints([1]), b.shape(x, start=1), axis=0)
+    return b.op("Expand", b.scalar(1.0, like=x), shp)
+
+
+def _sign(a) -> int | None:
+    if a is None or not np.any(a):
+        return 0
+    if np.all(a >= 0):
+        return 1
+    if np.all(a <= 0):
+        return -1
+    return None
+
+
+_X_SIGN = {"pos": 1, "neg": -1, "ones": 1}
+
+
+def _group_sign(terms, nonneg) -> int | None:
+    """+1 / −1 when every contribution x'ᵢ·w'ᵢⱼ (and bias) of the group is ≥ 0 / ≤ 0, else None."""
+    signs = set()
+    for t in terms:
+        xs = 1 if (t.x == "x" and nonneg) else _X_SIGN.get(t.x)
+        ws = _sign(t.w)
+        if xs is None or ws is None:
+            return None
+        signs.add(xs * ws)
+        bs = _sign(t.b)
+        if bs is None:
+            return None
+        signs.add(bs)
+    signs.discard(0)
+    return signs.pop() if len(signs) == 1 else (1 if not signs else None)
+
+
 def modified_step(ctx, node, R, groups, eps, bounds=None):
     """R_in = Σ_groups coef · Σ_terms x'_t ⊙ vjp(R·mask / st_ε(z'), W'_t)."""
     b = ctx.b
@@ -187,8 +227,8 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
                 cache[kind] = b.op("Relu", x)
             elif kind == "neg":
                 cache[kind] = b.op("Min", x, b.scalar(0.0, like=x))
-            elif kind == "ones":
-                cache[kind] = b.add(b.zeros_like(x), b.scalar(1.0, like=x))
+            elif kind == "ones":  # one sample: the modified forward of ones broadcasts over the batch
+                cache[kind] = _ones_sample(b, x)
             elif kind in ("low", "high"):
                 cache[kind] = b.add(b.zeros_like(x), b.const(np.asarray(bounds[kind], dtype=np.dtype(x.dtype or b.dtype))))
         return cache[kind]
@@ -205,8 +245,9 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
         if group.mask is not None:
             cmp = "Greater" if group.mask == "pos" else "Less"
             r = b.mul(R, b.cast(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), z_orig.dtype))
-        s = b.safe_div(r, z, eps, like=z_orig)
-        contrib = b.sum([b.mul(xmod(t.x), _vjp(ctx, node, s, t.w)) for t in terms])
+        s = b.safe_div(r, z, eps, like=z_orig, sign=_group_sign(terms, nonneg))
+        contrib = b.sum([_vjp(ctx, node, s, t.w) if t.x == "ones" else b.mul(xmod(t.x), _vjp(ctx, node, s, t.w))
+                         for t in terms])
         out_terms.append(contrib if group.coef == 1 else b.mul(contrib, b.scalar(group.coef, like=z_orig)))
     if not out_terms:
         return [None] * len(node.inputs)
