@@ -22,6 +22,7 @@ from . import __version__, heatmap, runtime
 from .canonical import canonicalize
 from .errors import OnnxplainError
 from .explainer import Explainer, missing_for
+from .fileio import atomic_write
 from .images import image_input_spec, load_images
 from .methods import describe, methods
 
@@ -240,7 +241,7 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
             res = ex.explain(x[start:start + ex.batch_size], target=target)
             for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
                 png, heat, npy = outputs[i]
-                np.save(npy, rel)
+                atomic_write(npy, lambda f, rel=rel: np.save(f, rel), what="relevance")
                 heatmap.save_overlay(png, rel, originals[i], layout=spec["layout"], cmap=cmap)
                 heatmap.save_heatmap(heat, rel, layout=spec["layout"], cmap=cmap)
                 lines.append(_result_line(images[i], logits, int(t)))

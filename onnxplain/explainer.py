@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +11,7 @@ import onnx_graphsurgeon as gs
 from . import runtime
 from .canonical import CanonicalModel, canonicalize, export_graph
 from .engine import backward, missing_rules
+from .fileio import atomic_write
 from .errors import OnnxplainError, UnsupportedOpError
 from .graph import Builder
 from .methods import get_method
@@ -170,18 +170,7 @@ def _fmt_shape(shape):
 
 def write_model(model: onnx.ModelProto, path: str):
     """Save atomically: a temporary file in the target folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OnnxplainError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".onnxplain-", suffix=".onnx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(model.SerializeToString()), what="explainer model")
 
 
 def build_explainer(canonical: CanonicalModel, method) -> onnx.ModelProto:

@@ -13,13 +13,12 @@
 """
 from __future__ import annotations
 
-import os
-import secrets
 
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError
+from .errors import ImageError, OnnxplainError
+from .fileio import atomic_write
 
 _NEAREST = getattr(Image, "Resampling", Image).NEAREST
 
@@ -103,25 +102,11 @@ def _check_image(image, shape):
 
 def _write_png(path, rgb):
     """Write an (H, W, 3) uint8 array as PNG atomically; OS errors become ImageError."""
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # respects the umask
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(f, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as e:
-        raise ImageError(f"cannot write heatmap to {path}: {e.strerror or e}; "
-                         "check that the folder exists and is writable") from None
-    return path
+        return atomic_write(path, lambda f: image.save(f, format="PNG"), what="heatmap")
+    except OnnxplainError as e:
+        raise ImageError(str(e)) from None
 
 
 def _scaled(rgb, f):

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
@@ -39,6 +38,7 @@ from . import runtime
 from .canonical import CanonicalModel, canonicalize, export_graph
 from .engine import path_nodes
 from .errors import OnnxplainError
+from .fileio import atomic_write
 from .graph import Builder, static_shape
 from .methods import Method, register
 from .rules import GRADIENT, attr
@@ -776,19 +776,7 @@ def _check_layers(pats: Patterns, model_layers: dict):
 
 
 def _atomic_savez(path, arrays: dict):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OnnxplainError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".onnxplain-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays), what="patterns file")
 
 
 def _open_npz(path, fmt, what):

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from ..graph import is_static, static_shape
+from ..graph import is_static
 from . import attr, gradient_rule
 
 # ------------------------------------------------------------------------------------------------
