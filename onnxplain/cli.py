@@ -11,6 +11,7 @@ import contextlib
 import fractions
 import numbers
 import os
+import sys
 import types
 from pathlib import Path
 
@@ -308,7 +309,7 @@ def _progress(n: int, label: str):
     """A progress bar on stderr for many images; a silent stand-in otherwise (``hidden=`` needs click 8.2)."""
     if n < PROGRESS_MIN_IMAGES:
         return contextlib.nullcontext(types.SimpleNamespace(update=lambda steps: None))
-    return click.progressbar(length=n, label=label, file=click.get_text_stream("stderr"))
+    return click.progressbar(length=n, label=label, file=sys.stderr)
 
 
 def _result_line(image, logits, target: int) -> str:

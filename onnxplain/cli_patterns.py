@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fractions
 import numbers
+import sys
 import time
 
 import click
@@ -68,7 +69,7 @@ class _Progress:
     """A click progress bar on stderr whose length may be unknown."""
 
     def __init__(self, total, label):
-        self.bar = click.progressbar(length=total or 0, label=label, file=click.get_text_stream("stderr"),
+        self.bar = click.progressbar(length=total or 0, label=label, file=sys.stderr,
                                      show_pos=True, hidden=not total)
         self.done = 0
 

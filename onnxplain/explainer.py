@@ -11,8 +11,8 @@ import onnx_graphsurgeon as gs
 from . import runtime
 from .canonical import CanonicalModel, canonicalize, export_graph
 from .engine import backward, missing_rules
-from .fileio import atomic_write
 from .errors import OnnxplainError, UnsupportedOpError
+from .fileio import atomic_write
 from .graph import Builder
 from .methods import get_method
 

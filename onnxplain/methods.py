@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import OnnxplainError
-from .rules import GRADIENT, attr
+from .rules import GRADIENT
 
 _REGISTRY: dict = {}
 

@@ -30,9 +30,21 @@ from . import quadrature as _quad
 from . import runtime
 from .errors import OnnxplainError, UnsupportedOpError
 from .methods import Method, get_method, register
-from .perturbation import (Progress, _explanation, axis_roles, batch_cap, blur, blur_matrix, check_choice,
-                           check_progress, default_sigma, forward, parse_numbers, per_channel_mean,
-                           resolve_target)
+from .perturbation import (
+    Progress,
+    _explanation,
+    axis_roles,
+    batch_cap,
+    blur,
+    blur_matrix,
+    check_choice,
+    check_progress,
+    default_sigma,
+    forward,
+    parse_numbers,
+    per_channel_mean,
+    resolve_target,
+)
 
 BASELINES = ("zeros", "black", "white", "mean", "blur")
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")

@@ -30,6 +30,7 @@ from onnxplain.errors import OnnxplainError, UnsupportedOpError
 from lrp_reference import (avgpool_matrix, conv_matrix, conv_transpose_matrix, lrp_batch, lrp_matrix,
                            norm_rule, sensitivity, st)
 from nets import make, relu_cnn
+from zoo import densenet, efficientnet, mobilenet_v2, mobilenet_v3, resnet, rn as _rn, transformer, vgg
 
 n_ = helper.make_node
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -313,10 +314,6 @@ def test_bad_rules_raise_clear_errors():
 # ================================================================================================
 # 3. LRP-z = input × gradient (RULES.md §3 "Identity"; Kindermans et al., papers/000)
 # ================================================================================================
-def _rn(rng, *shape, s=0.5):
-    return rng.standard_normal(shape) * s
-
-
 def residual_concat_cnn(seed=0, bias=True, dtype=np.float32):
     """Conv-ReLU-MaxPool(3×3/2, overlapping) → residual block (Add of two activations) → Concat of two
     branches → AveragePool → 1×1 Conv-ReLU → GlobalAveragePool → Flatten → Gemm; input (N, 3, 10, 10)."""
@@ -536,154 +533,6 @@ def test_relevance_non_negative(net, bias, method):
 # ================================================================================================
 # 5. end to end on model shapes people deploy
 # ================================================================================================
-class _Net:
-    """A tiny graph builder: weights from a seeded rng; ``bias=False`` → no conv/gemm biases and
-    BatchNorms with mean = β = 0, so that folding them leaves the model bias-free."""
-
-    def __init__(self, seed=0, bias=True):
-        self.rng = np.random.default_rng(seed)
-        self.bias = bias
-        self.nodes, self.inits, self.k = [], {}, 0
-
-    def _name(self, p):
-        self.k += 1
-        return f"{p}{self.k}"
-
-    def w(self, arr):
-        name = self._name("w")
-        self.inits[name] = arr
-        return name
-
-    def op(self, op, *ins, **attrs):
-        out = self._name(op.lower())
-        self.nodes.append(n_(op, list(ins), [out], name=out, **attrs))
-        return out
-
-    def conv(self, x, cin, cout, k=3, s=1, group=1, bias=None):
-        fan = cin // group * k * k
-        ins = [x, self.w(self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan))]
-        if self.bias if bias is None else bias:
-            ins.append(self.w(self.rng.standard_normal(cout) * 0.1))
-        return self.op("Conv", *ins, pads=[k // 2] * 4, strides=[s, s], group=group)
-
-    def bn(self, x, c):
-        r = self.rng
-        mean = r.standard_normal(c) * 0.1 if self.bias else np.zeros(c)
-        beta = r.standard_normal(c) * 0.1 if self.bias else np.zeros(c)
-        return self.op("BatchNormalization", x, self.w(1 + 0.1 * r.standard_normal(c)), self.w(beta),
-                       self.w(mean), self.w(0.8 + 0.4 * r.random(c)))
-
-    def gemm(self, x, cin, cout, bias=None):
-        ins = [x, self.w(self.rng.standard_normal((cout, cin)) * np.sqrt(1.0 / cin))]
-        if self.bias if bias is None else bias:
-            ins.append(self.w(self.rng.standard_normal(cout) * 0.1))
-        return self.op("Gemm", *ins, transB=1)
-
-    def relu(self, x):
-        return self.op("Relu", x)
-
-    def relu6(self, x):
-        return self.op("Clip", x, self.w(np.array(0.0)), self.w(np.array(6.0)))
-
-    def silu(self, x):
-        return self.op("Mul", x, self.op("Sigmoid", x))
-
-    def hswish(self, x, as_mul=False):  # HardSwish op, or x · HardSigmoid(x) (older exports)
-        return self.op("Mul", x, self.op("HardSigmoid", x, alpha=1 / 6, beta=0.5)) if as_mul else \
-            self.op("HardSwish", x)
-
-    def se(self, x, c, r, act, gate):
-        s = self.op("GlobalAveragePool", x)
-        s = act(self.conv(s, c, r, k=1, bias=True))
-        s = self.conv(s, r, c, k=1, bias=True)
-        g = self.op("Sigmoid", s) if gate == "sigmoid" else self.op("HardSigmoid", s, alpha=1 / 6, beta=0.5)
-        return self.op("Mul", x, g)
-
-    def head(self, x, c, classes=5):
-        f = self.op("Flatten", self.op("GlobalAveragePool", x))
-        return self.gemm(f, c, classes)
-
-    def model(self, out, shape=(3, 16, 16)):
-        self.nodes.append(n_("Identity", [out], ["logits"], name="output"))
-        return make(self.nodes, self.inits, ["N", *shape])
-
-
-def vgg(bias=True):
-    g = _Net(1, bias)
-    x = g.relu(g.conv("x", 3, 6))
-    x = g.op("MaxPool", g.relu(g.conv(x, 6, 6)), kernel_shape=[2, 2], strides=[2, 2])
-    x = g.relu(g.conv(x, 6, 8))
-    x = g.op("MaxPool", g.relu(g.conv(x, 8, 8)), kernel_shape=[2, 2], strides=[2, 2])
-    x = g.op("Flatten", x)
-    x = g.op("Dropout", g.relu(g.gemm(x, 8 * 16, 16)))
-    return g.model(g.gemm(x, 16, 5))
-
-
-def resnet(bias=True):
-    g = _Net(2, bias)
-    x = g.relu(g.bn(g.conv("x", 3, 8, bias=False), 8))
-    x = g.op("MaxPool", x, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    y = g.bn(g.conv(g.relu(g.bn(g.conv(x, 8, 8, bias=False), 8)), 8, 8, bias=False), 8)
-    x = g.relu(g.op("Add", y, x))
-    y = g.bn(g.conv(g.relu(g.bn(g.conv(x, 8, 12, s=2, bias=False), 12)), 12, 12, bias=False), 12)
-    skip = g.bn(g.conv(x, 8, 12, k=1, s=2, bias=False), 12)
-    x = g.relu(g.op("Add", skip, y))
-    return g.model(g.head(x, 12))
-
-
-def mobilenet_v2(bias=True):
-    g = _Net(3, bias)
-    x = g.relu6(g.bn(g.conv("x", 3, 8, s=2, bias=False), 8))
-    x = g.relu6(g.bn(g.conv(x, 8, 8, group=8, bias=False), 8))          # t = 1: depthwise, project
-    x = g.bn(g.conv(x, 8, 6, k=1, bias=False), 6)
-    y = g.relu6(g.bn(g.conv(x, 6, 24, k=1, bias=False), 24))            # t = 4, residual
-    y = g.relu6(g.bn(g.conv(y, 24, 24, group=24, bias=False), 24))
-    y = g.bn(g.conv(y, 24, 6, k=1, bias=False), 6)
-    x = g.op("Add", x, y)
-    x = g.relu6(g.bn(g.conv(x, 6, 16, k=1, bias=False), 16))
-    return g.model(g.head(x, 16))
-
-
-def mobilenet_v3(bias=True):
-    g = _Net(4, bias)
-    x = g.hswish(g.bn(g.conv("x", 3, 8, s=2, bias=False), 8))
-    y = g.hswish(g.bn(g.conv(x, 8, 16, k=1, bias=False), 16), as_mul=True)
-    y = g.hswish(g.bn(g.conv(y, 16, 16, group=16, bias=False), 16))
-    y = g.se(y, 16, 4, g.relu, "hardsigmoid")
-    y = g.bn(g.conv(y, 16, 8, k=1, bias=False), 8)
-    x = g.op("Add", x, y)
-    x = g.hswish(g.bn(g.conv(x, 8, 16, k=1, bias=False), 16))
-    f = g.op("Flatten", g.op("GlobalAveragePool", x))
-    return g.model(g.gemm(g.hswish(g.gemm(f, 16, 12)), 12, 5))
-
-
-def efficientnet(bias=True):
-    g = _Net(5, bias)
-    x = g.silu(g.bn(g.conv("x", 3, 8, s=2, bias=False), 8))
-    y = g.silu(g.bn(g.conv(x, 8, 16, k=1, bias=False), 16))
-    y = g.silu(g.bn(g.conv(y, 16, 16, group=16, bias=False), 16))
-    y = g.se(y, 16, 4, g.silu, "sigmoid")
-    y = g.bn(g.conv(y, 16, 8, k=1, bias=False), 8)
-    x = g.op("Add", y, x)
-    x = g.silu(g.bn(g.conv(x, 8, 16, k=1, bias=False), 16))
-    return g.model(g.head(x, 16))
-
-
-def densenet(bias=True):
-    g = _Net(6, bias)
-    x = g.conv("x", 3, 8, bias=False)
-    x = g.op("MaxPool", g.relu(g.bn(x, 8)), kernel_shape=[2, 2], strides=[2, 2])
-    c = 8
-    for _ in range(2):  # dense layers: pre-activation BN (unfoldable) → ReLU → 1×1 → BN → ReLU → 3×3
-        y = g.conv(g.relu(g.bn(x, c)), c, 8, k=1, bias=False)
-        y = g.conv(g.relu(g.bn(y, 8)), 8, 4, bias=False)
-        x = g.op("Concat", x, y, axis=1)
-        c += 4
-    x = g.conv(g.relu(g.bn(x, c)), c, 8, k=1, bias=False)                # transition
-    x = g.op("AveragePool", x, kernel_shape=[2, 2], strides=[2, 2])
-    return g.model(g.head(g.relu(g.bn(x, 8)), 8))
-
-
 E2E_NETS = {"vgg": vgg, "resnet": resnet, "mobilenet_v2": mobilenet_v2, "mobilenet_v3": mobilenet_v3,
             "efficientnet": efficientnet, "densenet": densenet}
 COMPOSITES = ["lrp.epsilon_plus", "lrp.epsilon_plus_flat", "lrp.epsilon_gamma_box", "lrp.epsilon_alpha2_beta1",
@@ -767,41 +616,6 @@ def test_end_to_end_conservation(net, method):
     res = onnxplain.Explainer(canon, method=method, device="cpu", **opts).explain(_pixels())
     total, logit = _sums(res)
     np.testing.assert_allclose(total, logit, rtol=2e-4, atol=1e-6)
-
-
-def transformer(seed=0, gelu_as_erf=True, bias=True):
-    """One pre-norm-less encoder block on tokens (N, 4, 8): attention (Softmax(QKᵀ/√d)·V), residual Adds,
-    LayerNorm, MLP with GELU (Erf form, as exported at opset 17), mean over tokens, classifier Gemm."""
-    rng = np.random.default_rng(seed)
-    d = 8
-    w = {k: _rn(rng, d, d, s=0.4) for k in ("Wq", "Wk", "Wv", "Wo")}
-    w.update({k: _rn(rng, d, s=0.1) for k in ("bq", "bk", "bv", "bo")})
-    zero = (lambda a: a) if bias else np.zeros_like
-    w.update({"W1": _rn(rng, d, 16, s=0.4), "b1": _rn(rng, 16, s=0.1), "W2": _rn(rng, 16, d, s=0.3),
-              "b2": _rn(rng, d, s=0.1), "ln_g": 1 + _rn(rng, d, s=0.1), "ln_b": _rn(rng, d, s=0.1),
-              "Wc": _rn(rng, d, 5), "bc": _rn(rng, 5, s=0.1), "scale": np.array(1 / np.sqrt(d)),
-              "half": np.array(0.5), "one": np.array(1.0), "sqrt2": np.array(np.sqrt(2.0)),
-              "axes": np.array([1], np.int64)})
-    nodes = []
-    for p in "qkv":
-        nodes += [n_("MatMul", ["x", f"W{p}"], [f"{p}m"]), n_("Add", [f"{p}m", f"b{p}"], [p])]
-    nodes += [n_("Transpose", ["k"], ["kt"], perm=[0, 2, 1]), n_("MatMul", ["q", "kt"], ["s0"]),
-              n_("Mul", ["s0", "scale"], ["s"]), n_("Softmax", ["s"], ["att"], axis=-1),
-              n_("MatMul", ["att", "v"], ["o0"]), n_("MatMul", ["o0", "Wo"], ["o1"]), n_("Add", ["o1", "bo"], ["o"]),
-              n_("Add", ["x", "o"], ["h1"]),
-              n_("LayerNormalization", ["h1", "ln_g", "ln_b"], ["h2"], axis=-1),
-              n_("MatMul", ["h2", "W1"], ["f0"]), n_("Add", ["f0", "b1"], ["f1"])]
-    if gelu_as_erf:
-        nodes += [n_("Div", ["f1", "sqrt2"], ["g0"]), n_("Erf", ["g0"], ["g1"]), n_("Add", ["g1", "one"], ["g2"]),
-                  n_("Mul", ["f1", "g2"], ["g3"]), n_("Mul", ["g3", "half"], ["f2"])]
-    else:
-        nodes += [n_("Relu", ["f1"], ["f2"])]
-    nodes += [n_("MatMul", ["f2", "W2"], ["f3"]), n_("Add", ["f3", "b2"], ["f4"]), n_("Add", ["h2", "f4"], ["h3"]),
-              n_("ReduceSum", ["h3", "axes"], ["pool"], keepdims=0),
-              n_("Gemm", ["pool", "Wc", "bc"], ["logits"])]
-    for k in ("bq", "bk", "bv", "bo", "b1", "b2", "ln_b", "bc"):
-        w[k] = zero(w[k])
-    return make(nodes, w, ["N", 4, d])
 
 
 @pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.epsilon_plus", "deep_taylor"])

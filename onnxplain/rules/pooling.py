@@ -12,8 +12,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from .linear import _runtime_same_begin, _same_pads, _spatial, transposed_conv_to
 from . import attr, gradient_rule
+from .linear import _runtime_same_begin, _same_pads, _spatial, transposed_conv_to
 
 
 def _dtype(t, b):
