@@ -5,64 +5,24 @@ Self-contained (no import of :mod:`onnxplain.cli`), so that ``cli.py`` can regis
 """
 from __future__ import annotations
 
-import fractions
-import numbers
 import sys
 import time
 
 import click
 
-from . import runtime
+from .cli_options import compose, device_option, graph_options, image_options
 from .errors import OnnxplainError
 from .patterns import ESTIMATORS, REGIMES, count_samples, fit_patterns, signal_quality
 
 
-class _Number(click.ParamType):
-    """A float that may be written as a fraction, e.g. ``1/255``."""
-
-    name = "NUMBER"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, numbers.Real):
-            return float(value)
-        try:
-            return float(fractions.Fraction(str(value).strip()))
-        except (ValueError, ZeroDivisionError):
-            self.fail(f"{value!r} is not a number (examples: 0.5, 1/255)", param, ctx)
-
-
-def _floats(ctx, param, values):
-    parts = [p for v in values for p in str(v).split(",") if p.strip()]
-    try:
-        return tuple(float(p) for p in parts) or None
-    except ValueError:
-        raise click.BadParameter(f"expected numbers such as 0.485,0.456,0.406, got {' '.join(values)!r}",
-                                 ctx, param) from None
-
-
 def _data_options(f):
-    for deco in reversed([
+    return compose(
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Inputs per onnxruntime run."),
         click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Use at most N inputs."),
-        click.option("--size", nargs=2, type=int, metavar="H W",
-                     help="Resize images to H x W (default: the model's input size, if static)."),
-        click.option("--mean", multiple=True, callback=_floats, metavar="M",
-                     help="Per-channel mean subtracted after scaling (repeat or comma-separate)."),
-        click.option("--std", multiple=True, callback=_floats, metavar="S",
-                     help="Per-channel std divided by after the mean (repeat or comma-separate)."),
-        click.option("--scale", type=_Number(), default="1/255", show_default=True,
-                     help="Pixel values (0..255) are multiplied by this first."),
-        click.option("--layout", type=click.Choice(["auto", "nchw", "nhwc"]), default="auto", show_default=True,
-                     help="Input layout (auto: from the model)."),
-        click.option("--device", type=click.Choice(runtime.DEVICES), default="auto", show_default=True,
-                     help="Where onnxruntime runs (auto: CUDA when it loads, else CPU)."),
-        click.option("--input", "input_name", metavar="NAME", help="Image input (default: automatic)."),
-        click.option("--output", "output_name", metavar="NAME", help="Logits output (default: automatic)."),
-    ]):
-        f = deco(f)
-    return f
+        image_options, device_option, graph_options,
+    )(f)
 
 
 class _Progress:
