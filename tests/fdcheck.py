@@ -85,3 +85,29 @@ def check_gradient(model, x, target=None, *, rtol=1e-5, atol=1e-6, method="gradi
 
 def node(op, inputs, outputs=("y",), **attrs):
     return helper.make_node(op, list(inputs), list(outputs), **attrs)
+
+
+F64 = dict(rtol=1e-5, atol=1e-6)  # tolerances of float64 finite-difference checks
+F32 = dict(rtol=2e-2, atol=2e-3)  # float32 (onnxruntime CPU kernels without double support)
+
+
+def make_dynamic(model, dims):
+    """Make input dims ``{axis: name}`` (and the logits' batch) symbolic; the model still runs on the
+    original sizes."""
+    for axis, name in dims.items():
+        d = model.graph.input[0].type.tensor_type.shape.dim[axis]
+        d.Clear()
+        d.dim_param = name
+    d = model.graph.output[0].type.tensor_type.shape.dim[0]
+    d.Clear()
+    d.dim_param = dims.get(0, "N")
+    onnx.checker.check_model(model)
+    return model
+
+
+def check_op(nodes, x_shape, consts=None, *, x, dtype=np.float64, opset=OPSET, dyn=None, **tol):
+    """``op_model`` + optional symbolic dims + ``check_gradient`` with the dtype's default tolerances."""
+    m = op_model(nodes, x_shape, consts=consts, dtype=dtype, opset=opset)
+    if dyn:
+        m = make_dynamic(m, dyn)
+    return check_gradient(m, x, **{**(F64 if dtype == np.float64 else F32), **tol})

@@ -174,7 +174,7 @@ def test_rules_match_matrix_reference(layer, head):
     """R_in of every rule on one layer == the numpy matrix-form reference (RULES.md §1), atol 1e-5."""
     rng = np.random.default_rng(sorted(LAYERS).index(layer) * 2 + head)
     model, H, (A, conn, B, x_shape, dtype) = _rules_model(layer, head, rng)
-    r, K, J = len(RULES), A.shape[0], A.shape[1]
+    r, K = len(RULES), A.shape[0]
     N = 2 if head else 2 * r
     x = rng.standard_normal((N, x_shape[0] * r) + tuple(x_shape[1:])).astype(dtype)  # mixed signs
     xs = np.split(x, r, axis=1)

@@ -12,7 +12,7 @@ from onnx import TensorProto, shape_inference
 
 import onnxplain
 import onnx_graphsurgeon as gs
-from fdcheck import check_gradient, fd_gradient, node, op_model
+from fdcheck import check_gradient, fd_gradient, make_dynamic, node, op_model
 from onnxplain.canonical import CanonicalModel
 
 F64 = dict(rtol=1e-5, atol=1e-7)
@@ -51,17 +51,6 @@ def _check_raw(model, x, **tol):
     return res
 
 
-def _dynamic(model, dims):
-    """Turn input dimensions ``{index: name}`` (and the logits' batch) into symbolic ones."""
-    for i, name in dims.items():
-        d = model.graph.input[0].type.tensor_type.shape.dim[i]
-        d.Clear()
-        d.dim_param = name
-    d = model.graph.output[0].type.tensor_type.shape.dim[0]
-    d.Clear()
-    d.dim_param = dims.get(0, "N")
-    onnx.checker.check_model(model)
-    return model
 
 
 # ---- binary arithmetic with broadcasting ------------------------------------------------------------
@@ -337,7 +326,7 @@ def _mixed_consts():
 
 
 def test_dynamic_batch():
-    m = _dynamic(op_model(_mixed_nodes(), (2, 3, 4, 4), consts=_mixed_consts()), {0: "N"})
+    m = make_dynamic(op_model(_mixed_nodes(), (2, 3, 4, 4), consts=_mixed_consts()), {0: "N"})
     ex = onnxplain.Explainer(m)
     assert ex.canonical.input_shape[0] == "N"
     for n in (1, 2, 3):
@@ -351,7 +340,7 @@ def test_dynamic_batch_and_space_with_runtime_unbroadcast():
     # along H needs the run-time shape
     nodes = [node("Reshape", ["x", "s"], ["r"]), node("Mul", ["x", "r"], ["p"]), node("Relu", ["p"], ["q"]),
              node("Add", ["q", "x"], ["y"])]
-    m = _dynamic(op_model(nodes, (2, 3, 1, 2), consts={"s": np.array([0, 1, 3, 2])}), {0: "N", 2: "H"})
+    m = make_dynamic(op_model(nodes, (2, 3, 1, 2), consts={"s": np.array([0, 1, 3, 2])}), {0: "N", 2: "H"})
     ex = onnxplain.Explainer(m)
     assert ex.canonical.input_shape[2] == "H"
     for n in (1, 3):

@@ -1,12 +1,11 @@
 """Conv, ConvTranspose, Gemm and MatMul gradients against central finite differences."""
 import numpy as np
-import onnx
 import pytest
 from onnx_graphsurgeon.util.exception import OnnxGraphSurgeonException
 
 import onnxplain
 from onnxplain.errors import OnnxplainError
-from fdcheck import check_gradient, node, op_model, run
+from fdcheck import check_gradient, make_dynamic, node, op_model, run
 
 F32 = dict(rtol=2e-2, atol=2e-3)
 F64 = dict(rtol=1e-5, atol=1e-6)
@@ -16,17 +15,6 @@ def _rng(seed=1):
     return np.random.default_rng(seed)
 
 
-def make_dynamic(model, dims):
-    """Replace the input's dims ``{axis: name}`` (and the logits' batch) by symbolic ones."""
-    for axis, name in dims.items():
-        d = model.graph.input[0].type.tensor_type.shape.dim[axis]
-        d.Clear()
-        d.dim_param = name
-    d = model.graph.output[0].type.tensor_type.shape.dim[0]
-    d.Clear()
-    d.dim_param = dims.get(0, "N")
-    onnx.checker.check_model(model)
-    return model
 
 
 def backward_ops(model):

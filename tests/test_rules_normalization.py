@@ -7,33 +7,16 @@ import numpy as np
 import pytest
 
 import onnxplain
-from fdcheck import check_gradient, node, op_model
+from fdcheck import F64, check_gradient, check_op, node, op_model
 
-F64 = dict(rtol=1e-5, atol=1e-6)
-F32 = dict(rtol=2e-2, atol=2e-3)
 
 
 def x_of(shape, dtype=np.float64, seed=1, scale=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
 
 
-def dynamic(model, dims):
-    d = model.graph.input[0].type.tensor_type.shape.dim
-    for i, name in dims.items():
-        d[i].ClearField("dim_value")
-        d[i].dim_param = name
-    if 0 in dims:
-        model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = dims[0]
-    return model
 
 
-def check(nodes, x_shape, consts=None, *, dtype=np.float64, opset=17, dyn=None, x=None, **kw):
-    m = op_model(nodes, x_shape, consts=consts, dtype=dtype, opset=opset)
-    if dyn:
-        m = dynamic(m, dyn)
-    tol = dict(F64 if dtype == np.float64 else F32)
-    tol.update(kw)
-    return check_gradient(m, x_of(x_shape, dtype) if x is None else x, **tol)
 
 
 # ---- Softmax / LogSoftmax -------------------------------------------------------------------------
@@ -157,3 +140,7 @@ def test_layer_norm_scale_and_bias_from_input():
     nodes = [node("Reshape", ["x", "s"], ["r"]), node("Mul", ["r", "k"], ["sc"]),
              node("LayerNormalization", ["x", "sc", "r"], axis=1)]
     check(nodes, (1, 3, 4), {"s": np.array([3, 4], np.int64), "k": np.array(0.7)})
+
+
+def check(nodes, x_shape, consts=None, *, dtype=np.float64, x=None, **kw):
+    return check_op(nodes, x_shape, consts, x=x_of(x_shape, dtype) if x is None else x, dtype=dtype, **kw)

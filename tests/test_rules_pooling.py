@@ -5,23 +5,12 @@ import pytest
 from onnx import helper
 
 import onnxplain
-from fdcheck import check_gradient, node, op_model
+from fdcheck import check_gradient, make_dynamic, node, op_model
 
 F32 = dict(rtol=2e-2, atol=2e-3)
 F64 = dict(rtol=1e-5, atol=1e-6)
 
 
-def make_dynamic(model, dims):
-    """Replace the input's dims ``{axis: name}`` (and the logits' batch) by symbolic ones."""
-    for axis, name in dims.items():
-        d = model.graph.input[0].type.tensor_type.shape.dim[axis]
-        d.Clear()
-        d.dim_param = name
-    d = model.graph.output[0].type.tensor_type.shape.dim[0]
-    d.Clear()
-    d.dim_param = dims.get(0, "N")
-    onnx.checker.check_model(model)
-    return model
 
 
 def distinct(shape, seed=0, dtype=np.float64):

@@ -3,10 +3,8 @@ import numpy as np
 import pytest
 import onnxplain
 from onnxplain.errors import OnnxplainError
-from fdcheck import check_gradient, node, op_model
+from fdcheck import check_op, make_dynamic, node, op_model
 
-F64 = dict(rtol=1e-5, atol=1e-6)
-F32 = dict(rtol=2e-2, atol=2e-3)
 
 
 def i64(*v):
@@ -17,24 +15,8 @@ def x_of(shape, dtype=np.float64, seed=1):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-def dynamic(model, dims):
-    """Mark dims of the input as symbolic (the model still runs on the original sizes)."""
-    d = model.graph.input[0].type.tensor_type.shape.dim
-    for i, name in dims.items():
-        d[i].ClearField("dim_value")
-        d[i].dim_param = name
-    if 0 in dims:
-        model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = dims[0]
-    return model
 
 
-def check(nodes, x_shape, consts=None, *, dtype=np.float64, opset=17, dyn=None, x=None, **kw):
-    m = op_model(nodes, x_shape, consts=consts, dtype=dtype, opset=opset)
-    if dyn:
-        m = dynamic(m, dyn)
-    tol = dict(F64 if dtype == np.float64 else F32)
-    tol.update(kw)
-    return check_gradient(m, x_of(x_shape, dtype) if x is None else x, **tol)
 
 
 # ---- reshapes and permutations ------------------------------------------------------------------
@@ -318,7 +300,7 @@ def test_resize_axes_opset18():
 def test_resize_dynamic_spatial_is_an_error():
     m = op_model([node("Resize", ["x", "", "sc"], mode="linear")], (1, 1, 3, 4),
                  consts={"sc": np.array([1, 1, 2, 2], np.float32)}, dtype=np.float32)
-    m = dynamic(m, {2: "H", 3: "W"})
+    m = make_dynamic(m, {2: "H", 3: "W"})
     with pytest.raises(OnnxplainError, match="Resize"):
         onnxplain.Explainer(m, device="cpu").explain(x_of((1, 1, 3, 4), np.float32))
 
@@ -357,3 +339,7 @@ def test_gather_runtime_indices():
              node("Gather", ["x", "i"], ["g"], axis=2), node("Gather", ["x", "j"], ["h"], axis=2),
              node("Concat", ["g", "h"], axis=2)]
     check(nodes, (2, 3, 4), {"two": i64(2), "one": i64(1), "j": i64(-1, 0)}, dyn={0: "N", 2: "L"})
+
+
+def check(nodes, x_shape, consts=None, *, dtype=np.float64, x=None, **kw):
+    return check_op(nodes, x_shape, consts, x=x_of(x_shape, dtype) if x is None else x, dtype=dtype, **kw)
