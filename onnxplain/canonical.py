@@ -187,6 +187,18 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
             raise ModelError(f"{where}: cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}") from None
         notes.append(f"opset {opset} upgraded to {MIN_OPSET}")
         opset = MIN_OPSET
+    from .runtime import max_opset
+
+    newest = max_opset()
+    if opset > newest:  # exported for a newer onnxruntime than the one installed
+        try:
+            model = version_converter.convert_version(model, newest)
+        except Exception as exc:
+            raise ModelError(f"{where} uses opset {opset}, newer than this onnxruntime runs ({newest}), and "
+                             f"cannot be converted down ({_first_line(exc)}); re-export it at opset ≤ {newest} "
+                             "or upgrade onnxruntime") from None
+        notes.append(f"opset {opset} converted down to {newest}, the newest this onnxruntime runs")
+        opset = newest
     model = _infer(model, where)
     graph = gs.import_onnx(model)
     _constants_from_nodes(graph)

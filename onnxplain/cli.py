@@ -112,6 +112,9 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
                 lines.append(_result_line(images[i], logits, int(t)))
             bar.update(len(res.logits))
     click.echo("\n".join(lines))
+    provider = res.extras.get("provider")
+    if provider:
+        click.echo(f"({ex.method.name} ran on onnxruntime's {provider})", err=True)
 
 
 BOXED = {"lrp.epsilon_gamma_box", "deep_taylor.bounded"}

@@ -147,7 +147,8 @@ class Explainer:
             batched["target"] = t
         rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.batch_size,
                                             outputs=list(OUTPUTS))
-        return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name)
+        return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
+                           extras={"provider": sess.provider})
 
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"

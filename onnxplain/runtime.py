@@ -56,6 +56,25 @@ def cuda_available() -> bool:
         ort.set_default_logger_severity(3)
 
 
+@functools.lru_cache(maxsize=1)
+def max_opset() -> int:
+    """The newest default-domain opset this onnxruntime loads (probed once, newest first)."""
+    from onnx import TensorProto, defs, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    for opset in range(defs.onnx_opset_version(), 13, -1):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = 8
+        try:
+            ort.InferenceSession(m.SerializeToString(), _quiet_options(), providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:
+            continue
+    return 17
+
+
 def providers_for(device: str = "auto") -> list:
     if device not in DEVICES:
         raise OnnxplainError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")

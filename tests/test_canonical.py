@@ -163,3 +163,13 @@ def test_canonicalisation_does_not_touch_the_input_file(tmp_path):
     onnxplain.canonicalize(p)
     assert p.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 13, 17, 21, onnx.defs.onnx_opset_version()])
+def test_every_opset_from_7_to_the_newest(opset):
+    ir = 3 if opset < 9 else onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
+    m = relu_cnn(opset=opset, ir_version=ir, inits_as_inputs=opset < 9)
+    x = _x((2, 3, 12, 12))
+    res = onnxplain.Explainer(m, "input_t_gradient").explain(x)
+    ref = onnxplain.Explainer(relu_cnn(), "input_t_gradient").explain(x)
+    np.testing.assert_allclose(res.relevance, ref.relevance, rtol=1e-5, atol=1e-6)
