@@ -173,3 +173,29 @@ def test_every_opset_from_7_to_the_newest(opset):
     res = onnxplain.Explainer(m, "input_t_gradient").explain(x)
     ref = onnxplain.Explainer(relu_cnn(), "input_t_gradient").explain(x)
     np.testing.assert_allclose(res.relevance, ref.relevance, rtol=1e-5, atol=1e-6)
+
+
+def test_sklearn_style_outputs_label_and_zipmap_are_stripped():
+    """skl2onnx-shaped classifier: label = ArrayFeatureExtractor(classes, ArgMax(probs)), probabilities =
+    ZipMap(Softmax(logits)) in the ai.onnx.ml domain; the logits are found behind both."""
+    rng = np.random.default_rng(0)
+    W, B = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    nodes = [n("MatMul", ["x", "W"], ["h"]), n("Add", ["h", "B"], ["z"]), n("Softmax", ["z"], ["p"], axis=1),
+             n("ArgMax", ["p"], ["am"], axis=1, keepdims=0),
+             n("ArrayFeatureExtractor", ["classes", "am"], ["label"], domain="ai.onnx.ml"),
+             n("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])]
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B"),
+             numpy_helper.from_array(np.array([0, 1, 2], np.int64), "classes")]
+    seq = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64,
+                                                                     helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    g = helper.make_graph(nodes, "skl", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+                           helper.make_value_info("probabilities", seq)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 8
+    c = onnxplain.canonicalize(m)
+    assert set(c.ops) == {"Gemm"}
+    x = _x((3, 4))
+    np.testing.assert_allclose(_canon_logits(c, x), x @ W + B, rtol=1e-5, atol=1e-5)
+    res = onnxplain.Explainer(m, "gradient").explain(x, target=2)
+    np.testing.assert_allclose(res.relevance, np.tile(W[:, 2], (3, 1)), rtol=1e-6)
