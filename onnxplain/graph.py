@@ -158,16 +158,24 @@ class Builder:
     def unbroadcast(self, g, x, y):
         """Sum the gradient ``g`` (shape of the broadcast result ``y``) down to the shape of ``x``.
 
-        Uses static ranks and dims: leading broadcast axes are summed away, axes where ``x`` has a
-        static 1 and ``y`` does not are summed with keepdims.
+        Leading broadcast axes are summed away; axes where ``x`` has a static 1 are summed with keepdims.
+        Where a dimension of ``x`` is unknown when the graph is built (a symbolic dim that may be 1 at run
+        time), the axes to sum are found at run time (Shape/Equal/NonZero).
         """
+        from .errors import OnnxplainError
+
         xs, ys = getattr(x, "shape", None), getattr(y, "shape", None)
         if xs is None or ys is None:
-            raise ValueError(f"cannot undo broadcasting for {x.name}: unknown rank")
+            raise OnnxplainError(f"cannot undo broadcasting of '{x.name}' into '{getattr(y, 'name', '?')}': "
+                                 "unknown rank; export the model with shape information")
         lead = len(ys) - len(xs)
         if lead > 0:
             g = self.reduce_sum(g, range(lead), keepdims=False)
-        axes = [i for i, (dx, dy) in enumerate(zip(xs, ys[lead:])) if dx == 1 and dy != 1]
-        if axes:
-            g = self.reduce_sum(g, axes, keepdims=True)
-        return g
+        known = all(is_static(dx) or (isinstance(dx, str) and dx == dy) for dx, dy in zip(xs, ys[lead:]))
+        if known:
+            axes = [i for i, (dx, dy) in enumerate(zip(xs, ys[lead:])) if dx == 1 and dy != 1]
+            return self.reduce_sum(g, axes, keepdims=True) if axes else g
+        one = self.ints([1])
+        mask = self.op("And", self.op("Equal", self.shape(x), one), self.op("Not", self.op("Equal", self.shape(g), one)))
+        axes = self.reshape(self.op("NonZero", mask), [-1])
+        return self.op("ReduceSum", g, axes, keepdims=1, noop_with_empty_axes=1)

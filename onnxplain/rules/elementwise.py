@@ -15,40 +15,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from ..graph import is_static
 from . import attr, gradient_rule
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def _static_ok(xs, ys) -> bool:
-    """Whether the static shapes suffice to undo broadcasting of x (shape xs) into y (shape ys)."""
-    for dx, dy in zip(xs, ys[len(ys) - len(xs):]):
-        if is_static(dx) or (isinstance(dx, str) and dx == dy):
-            continue
-        return False
-    return True
-
-
-def unbroadcast(b, g, x, y):
-    """Sum ``g`` (shape of the broadcast result ``y``) down to the shape of ``x``; dimensions of ``x``
-    that are unknown when the graph is built are resolved at run time (Shape/Equal/NonZero)."""
-    xs, ys = getattr(x, "shape", None), getattr(y, "shape", None)
-    if xs is None or ys is None:
-        raise OnnxplainError(f"cannot undo broadcasting of '{x.name}' into '{y.name}': unknown rank; "
-                             "export the model with shape information")
-    if _static_ok(xs, ys):
-        return b.unbroadcast(g, x, y)
-    lead = len(ys) - len(xs)
-    if lead > 0:
-        g = b.reduce_sum(g, range(lead), keepdims=False)
-    one = b.ints([1])
-    mask = b.op("And", b.op("Equal", b.shape(x), one), b.op("Not", b.op("Equal", b.shape(g), one)))
-    axes = b.reshape(b.op("NonZero", mask), [-1])
-    return b.op("ReduceSum", g, axes, keepdims=1, noop_with_empty_axes=1)
-
-
 def _unb(ctx, g, i, node):
-    return unbroadcast(ctx.b, g, node.inputs[i], node.outputs[0]) if ctx.needs_grad(node.inputs[i]) else None
+    return ctx.b.unbroadcast(g, node.inputs[i], node.outputs[0]) if ctx.needs_grad(node.inputs[i]) else None
 
 
 def _mask(b, cond, like):
@@ -269,7 +241,7 @@ def prelu(ctx, node, gouts):
     if ctx.needs_grad(x):
         out[0] = b.mul(g, b.where(pos, _s(b, 1.0, x), s))
     if ctx.needs_grad(s):
-        out[1] = unbroadcast(b, b.where(pos, _s(b, 0.0, x), b.mul(g, x)), s, node.outputs[0])
+        out[1] = b.unbroadcast(b.where(pos, _s(b, 0.0, x), b.mul(g, x)), s, node.outputs[0])
     return out
 
 
