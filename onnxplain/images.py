@@ -51,8 +51,8 @@ def _per_channel(name, value, channels):
     except (TypeError, ValueError):
         raise ImageError(f"{name} must be a number or a list of {channels} numbers, got {value!r}") from None
     if arr.size not in (1, channels):
-        raise ImageError(f"{name} has {arr.size} values but the input has {channels} channel(s): "
-                         f"give 1 or {channels} values")
+        hint = "give 1 value" if channels == 1 else f"give 1 or {channels} values"
+        raise ImageError(f"{name} has {arr.size} values but the input has {channels} channel(s): {hint}")
     if not np.all(np.isfinite(arr)):
         raise ImageError(f"{name} must contain finite numbers, got {value!r}")
     return arr
