@@ -1,0 +1,103 @@
+"""Fitting: stream data through the statistics graph (:func:`fit_statistics`, :func:`fit_patterns`)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import runtime
+from ..errors import OnnxplainError
+from .data import iter_batches
+from .estimators import _HINT, ESTIMATORS, Patterns
+from .layers import _canonical, find_layers
+from .statistics import Statistics, statistics_model
+
+
+class _Collector:
+    """Runs the statistics graph batch by batch and accumulates in float64."""
+
+    def __init__(self, canonical, layers, moments, regime, device):
+        self.canonical, self.layers, self.moments, self.regime = canonical, layers, moments, regime
+        self.device = device
+        self.stats = Statistics(layers, moments, regime, model_fingerprint=canonical.fingerprint())
+        self._sess = None
+        self._spec = None
+
+    @property
+    def provider(self) -> str:
+        return self._sess.device if self._sess is not None else "?"
+
+    def add(self, batch: np.ndarray, into: Statistics | None = None):
+        want = self.canonical.input_shape[1:]
+        for got, dim in zip(batch.shape[1:], want):
+            if isinstance(dim, (int, np.integer)) and dim > 0 and got != dim:
+                raise OnnxplainError(f"data samples have shape {tuple(batch.shape[1:])} but the model expects "
+                                     f"{tuple(d if isinstance(d, (int, np.integer)) and d > 0 else '?' for d in want)}"
+                                     " (resize images with --size H W / size=(H, W))")
+        if self._sess is None:
+            model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
+                                                 sample_shape=batch.shape[1:])
+            self._sess = runtime.Session(model, self.device)
+            self._names = [name for _, _, name in self._spec]
+        res = self._sess.run({self.canonical.input_name: batch}, self._names)
+        (into or self.stats).add_batch(dict(zip(self._names, res)), self._spec, len(batch))
+
+
+def fit_statistics(model, data, moments: str = "two_component", batch_size: int = 64, device: str = "auto", *,
+                   regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
+                   **preprocessing) -> Statistics:
+    """Stream ``data`` through the statistics graph of ``model``; return the summed :class:`Statistics`.
+
+    Memory does not grow with the data: each batch's sums are added to float64 accumulators.
+    ``progress(n)`` is called after every batch with its size.
+    """
+    canonical = _canonical(model, input, output)
+    runtime.providers_for(device)
+    if int(batch_size) < 1:
+        raise OnnxplainError("batch_size must be ≥ 1")
+    layers = find_layers(canonical.graph)
+    if not layers:
+        raise OnnxplainError("the model has no Conv, Gemm or MatMul layer with constant weights between its "
+                             "input and logits: there is nothing to fit patterns for")
+    col = _Collector(canonical, layers, moments, regime, device)
+    for batch in iter_batches(data, canonical, int(batch_size), limit, **preprocessing):
+        if len(batch):
+            col.add(batch)
+            if progress is not None:
+                progress(len(batch))
+    if col.stats.samples == 0:
+        raise OnnxplainError("no data: pass at least one input sample")
+    col.stats.device = col.provider
+    return col.stats
+
+
+def fit_patterns(model, data, estimator: str = "two_component", batch_size: int = 64, device: str = "auto", *,
+                 regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
+                 **preprocessing) -> Patterns:
+    """Learn the patterns of every linear layer of ``model`` from ``data``.
+
+    ``estimator``: "two_component" (S_a+-, Eq. 7: a₊ per layer followed by a ReLU, the linear a elsewhere),
+    "linear" (S_a) or "all" (both, and a₋; methods use a₊). ``regime``: "activation" (ReLU active, bias
+    included: iNNvestigate) or "paper" (wᵀx > 0). ``data``: an array (N, ...), image/.npy files or folders,
+    or an iterable of arrays; image preprocessing keywords (``size``, ``mean``, ``std``, ``scale``,
+    ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`.
+    """
+    if estimator not in ESTIMATORS:
+        raise OnnxplainError(f"estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
+    stats = fit_statistics(model, data, moments=estimator, batch_size=batch_size, device=device, regime=regime,
+                           limit=limit, progress=progress, input=input, output=output, **preprocessing)
+    return stats.patterns(estimator)
+
+
+def as_patterns(patterns) -> Patterns:
+    """A :class:`Patterns` object from itself, a path, or a :class:`Statistics`."""
+    if isinstance(patterns, Patterns):
+        return patterns
+    if isinstance(patterns, Statistics):
+        return patterns.patterns()
+    if isinstance(patterns, (str, os.PathLike)):
+        return Patterns.load(patterns)
+    if patterns is None:
+        raise OnnxplainError(f"this method needs patterns (patterns=Patterns or a patterns .npz file); {_HINT}")
+    raise OnnxplainError(f"patterns must be a Patterns object or the path of a patterns file, "
+                         f"not {type(patterns).__name__}")
