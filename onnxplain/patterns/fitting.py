@@ -98,6 +98,7 @@ def as_patterns(patterns) -> Patterns:
     if isinstance(patterns, (str, os.PathLike)):
         return Patterns.load(patterns)
     if patterns is None:
-        raise OnnxplainError(f"this method needs patterns (patterns=Patterns or a patterns .npz file); {_HINT}")
+        raise OnnxplainError("this method needs patterns: pass --patterns FILE (Python: patterns=Patterns or a "
+                             f"patterns .npz path); {_HINT}")
     raise OnnxplainError(f"patterns must be a Patterns object or the path of a patterns file, "
                          f"not {type(patterns).__name__}")
