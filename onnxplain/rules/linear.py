@@ -38,15 +38,13 @@ def _same_pads(mode, n, kernel, strides, dil):
     return begins + ends
 
 
-def _conv_geom(node):
-    """(kernel, strides, pads, dilations, group, auto_pad) of a Conv node; pads is None when auto_pad is
-    SAME_* and the spatial size is dynamic (then they are only known at run time)."""
-    kernel = _kernel(node)
+def window_geometry(node, kernel):
+    """(strides, pads, dilations, auto_pad) of a windowed op (Conv, pools) with the given kernel; pads is
+    None when auto_pad is SAME_* and the spatial size is dynamic (then they are only known at run time)."""
     nd = len(kernel)
     mode = attr(node, "auto_pad", "NOTSET") or "NOTSET"
     strides = [int(s) for s in attr(node, "strides", None) or [1] * nd]
     dil = [int(d) for d in attr(node, "dilations", None) or [1] * nd]
-    group = int(attr(node, "group", 1))
     if mode == "VALID":
         pads = [0] * (2 * nd)
     elif mode in ("SAME_UPPER", "SAME_LOWER"):
@@ -57,7 +55,14 @@ def _conv_geom(node):
     else:
         raise OnnxplainError(f"{node.op} node '{node.name}' has unknown auto_pad={mode}; re-export the model "
                              "with explicit pads")
-    return kernel, strides, pads, dil, group, mode
+    return strides, pads, dil, mode
+
+
+def _conv_geom(node):
+    """(kernel, strides, pads, dilations, group, auto_pad) of a Conv node (pads None: dynamic SAME)."""
+    kernel = _kernel(node)
+    strides, pads, dil, mode = window_geometry(node, kernel)
+    return kernel, strides, pads, dil, int(attr(node, "group", 1)), mode
 
 
 def conv_geometry(node):

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
 from . import attr, gradient_rule
-from .linear import _runtime_same_begin, _same_pads, _spatial, transposed_conv_to
+from .linear import _runtime_same_begin, _spatial, transposed_conv_to, window_geometry
 
 
 def _dtype(t, b):
@@ -73,21 +73,7 @@ def global_max_pool(ctx, node, gouts):
 def _pool_geom(node):
     """(kernel, strides, pads or None (dynamic SAME), dilations, auto_pad) of a pooling node."""
     kernel = [int(k) for k in attr(node, "kernel_shape")]
-    nd = len(kernel)
-    strides = [int(s) for s in attr(node, "strides", None) or [1] * nd]
-    dil = [int(d) for d in attr(node, "dilations", None) or [1] * nd]
-    mode = attr(node, "auto_pad", "NOTSET") or "NOTSET"
-    if mode == "VALID":
-        pads = [0] * (2 * nd)
-    elif mode in ("SAME_UPPER", "SAME_LOWER"):
-        n = _spatial(node.inputs[0])
-        pads = _same_pads(mode, n, kernel, strides, dil) if n is not None else None
-    elif mode == "NOTSET":
-        pads = [int(p) for p in attr(node, "pads", None) or [0] * (2 * nd)]
-    else:
-        raise OnnxplainError(f"{node.op} node '{node.name}' has unknown auto_pad={mode}; re-export the model "
-                             "with explicit pads")
-    return kernel, strides, pads, dil, mode
+    return (kernel, *window_geometry(node, kernel))
 
 
 @gradient_rule("AveragePool")
