@@ -404,21 +404,22 @@ def _occlusion(window=None, sliding_window_shapes=None, strides=None, replacemen
         except ValueError:
             raise OnnxplainError(f"replacement must be zero, mean, blur or a number, not '{replacement}'") from None
     return Occlusion("occlusion", kind="perturbation", window=window, strides=strides, replacement=replacement,
-                     score=check_choice("score", score, SCORES), sigma=_sigma(sigma),
+                     score=check_choice("score", score, SCORES), sigma=positive("sigma", sigma),
                      progress=check_progress(progress),
                      options={"window": window, "strides": strides, "replacement": replacement, "score": score})
 
 
-def _sigma(sigma):
-    if sigma is None:
+def positive(name, v):
+    """``v`` as a float > 0 (None stays None); a clear error otherwise."""
+    if v is None:
         return None
     try:
-        s = float(sigma)
+        f = float(v)
     except (TypeError, ValueError):
-        raise OnnxplainError(f"sigma must be a positive number, got {sigma!r}") from None
-    if not s > 0:
-        raise OnnxplainError(f"sigma must be a positive number, got {sigma!r}")
-    return s
+        raise OnnxplainError(f"{name} must be a positive number, got {v!r}") from None
+    if not f > 0:
+        raise OnnxplainError(f"{name} must be a positive number, got {v!r}")
+    return f
 
 
 # ------------------------------------------------------------------------------------------------
@@ -524,7 +525,7 @@ def _rise(n_masks=4000, masks=None, grid=7, mask_size=None, p=0.5, seed=None, sc
     if seed is not None:
         seed = int(seed)
     return Rise("rise", kind="perturbation", n_masks=n_masks, grid=grid, p=p, seed=seed,
-                score=check_choice("score", score, SCORES), replacement=replacement, sigma=_sigma(sigma),
+                score=check_choice("score", score, SCORES), replacement=replacement, sigma=positive("sigma", sigma),
                 progress=check_progress(progress),
                 options={"n_masks": n_masks, "grid": grid, "p": p, "seed": seed, "score": score})
 

@@ -26,6 +26,7 @@ from ..perturbation import (
     forward,
     parse_numbers,
     per_channel_mean,
+    positive,
     resolve_target,
 )
 from .ingraph import build_integrated_gradients, build_smoothgrad
@@ -117,23 +118,11 @@ def _baseline(baseline, mean, std, scale, sigma) -> Baseline:
         return Baseline(kind, mean=None if mean is None else parse_numbers("mean", mean),
                         std=None if std is None else parse_numbers("std", std),
                         scale=float(parse_numbers("scale", scale)[0]) if isinstance(scale, str) else float(scale),
-                        sigma=_positive("sigma", sigma))
+                        sigma=positive("sigma", sigma))
     arr = np.asarray(baseline)
     if arr.dtype.kind not in "fiub":
         raise OnnxplainError(f"baseline must be one of {', '.join(BASELINES)}, a number or an array")
     return Baseline("array", array=arr.astype(np.float64))
-
-
-def _positive(name, v):
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise OnnxplainError(f"{name} must be a positive number, got {v!r}") from None
-    if not f > 0:
-        raise OnnxplainError(f"{name} must be a positive number, got {v!r}")
-    return f
 
 
 def _int(name, v, low=1):
