@@ -298,3 +298,46 @@ def test_never_overwrites_an_input_image(model, tmp_path):
 def test_bad_option_values_are_usage_errors(model, images, tmp_path, args, hint):
     res = run("explain", model, images[0], *args, "-o", tmp_path / "out")
     assert res.exit_code == 2 and hint in res.output and "Traceback" not in res.output
+
+
+# ---- a model with an op that has no rule ----------------------------------------------------------
+def _model_without_rule(path):
+    """Conv → Relu → Round (no gradient rule: piecewise constant) + the Relu output → Flatten → Gemm."""
+    assert "Round" not in GRADIENT
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((CLASSES, 128)).astype(np.float32), "fc_w")]
+    nodes = [helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Round", ["r"], ["q"], name="quantise"),
+             helper.make_node("Add", ["r", "q"], ["a"]),
+             helper.make_node("Flatten", ["a"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc_w"], ["logits"], transB=1)]
+    g = helper.make_graph(nodes, "no_rule", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return str(path)
+
+
+def test_explain_falls_back_to_occlusion_with_a_notice(tmp_path, images):
+    model = _model_without_rule(tmp_path / "no_rule.onnx")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "onnxplain", "explain", model, images[0], "-m", "lrp.epsilon_plus",
+                          "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    notice = [line for line in res.stderr.splitlines() if line.startswith("note:")]
+    assert len(notice) == 1 and "Round (quantise)" in notice[0] and "occlusion" in notice[0]
+    assert LINE.match(res.stdout.strip())
+    rel = np.load(out / "img0.occlusion.npy")
+    assert rel.shape == (3, 8, 8) and np.isfinite(rel).all() and np.abs(rel).sum() > 0
+    # --no-fallback: the error names the op and node, and nothing is written
+    res = run("explain", model, images[0], "-m", "gradient", "--no-fallback", "-o", tmp_path / "none")
+    fails(res, "Round", "quantise")
+    assert not (tmp_path / "none").exists()
+    # inspect lists what blocks which method
+    res = ok(run("inspect", model))
+    assert re.search(r"gradient\s+no rule for Round \(1 node\)", res.output)
+    assert re.search(r"occlusion\s+supported", res.output)
