@@ -442,7 +442,7 @@ PASS_OPS = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoi
 GRADIENT_OPS = {"MaxPool", "GlobalMaxPool", "ReduceMax", "Flatten", "Reshape", "Transpose", "Squeeze",
                 "Unsqueeze", "Concat", "Split", "Slice", "Gather", "Pad", "Resize", "Expand", "Tile",
                 "DepthToSpace", "SpaceToDepth", "Max", "Min", "Where"}
-NORM_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Sum"}
+NORM_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Sum", "Mean"}
 
 
 def structural_rule(node, bn_rule="pass"):

@@ -347,3 +347,16 @@ def test_dynamic_batch_and_space_with_runtime_unbroadcast():
         x = _x((n, 3, 1, 2), seed=n)
         res = ex.explain(x)
         np.testing.assert_allclose(res.relevance, fd_gradient(m, x, res.target), **F64)
+
+
+@pytest.mark.parametrize("op", ["Sum", "Mean"])
+def test_sum_and_mean_of_several_inputs_with_broadcasting(op):
+    """Sum/Mean of x, Relu(x) and a per-channel constant: every active input gets g (Mean: g/3)."""
+    rng = np.random.default_rng(4)
+    c = rng.standard_normal((3, 1, 1))
+    nodes = [node("Relu", ["x"], ["r"]), node("Neg", ["x"], ["nx"]), node(op, ["x", "r", "c", "nx"], ["y"])]
+    dtype = np.float64 if op == "Sum" else np.float32  # onnxruntime has no double Mean kernel
+    m = op_model(nodes, (2, 3, 2, 2), consts={"c": c.astype(dtype)}, dtype=dtype)
+    x = rng.standard_normal((2, 3, 2, 2))
+    x[np.abs(x) < 0.1] += 0.3
+    check_gradient(m, x.astype(dtype), **(F64 if dtype == np.float64 else F32))

@@ -152,6 +152,15 @@ def pow_(ctx, node, gouts):
     return out
 
 
+@gradient_rule("Sum", "Mean")
+def sum_mean(ctx, node, gouts):
+    """y = Σᵢ xᵢ (Mean: / n), broadcasting  ⇒  ∂xᵢ = g (Mean: g / n), summed over broadcast axes."""
+    b, g = ctx.b, gouts[0]
+    if node.op == "Mean":
+        g = b.mul(g, b.scalar(1.0 / len(node.inputs), like=node.outputs[0]))
+    return [_unb(ctx, g, i, node) for i in range(len(node.inputs))]
+
+
 @gradient_rule("Max", "Min")
 def max_min(ctx, node, gouts):
     """y = max/min(x₁, …, xₙ) (broadcasting)  ⇒  ∂xᵢ = g · 1[xᵢ = y and xⱼ ≠ y for j < i]
