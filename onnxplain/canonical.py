@@ -167,7 +167,7 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     model, where = load_model(source)
     src_ops = dict(collections.Counter(n.op_type for n in model.graph.node))
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_light(model))
     except Exception as exc:
         raise ModelError(f"{where} fails the ONNX checker: {_first_line(exc)}") from None
     notes = []
@@ -248,11 +248,43 @@ def _first_line(exc) -> str:
     return text[0] if text else type(exc).__name__
 
 
+LIGHT_LIMIT = 4096  # initializers with more elements are left out of checker / shape-inference copies
+
+
+def _light(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the data of its large initializers (declared as typed inputs instead): the ONNX
+    checker and shape inference serialise the whole model, which for VGG-sized weights costs seconds,
+    while they only need the weights' shapes."""
+    g = model.graph
+    big = [t for t in g.initializer if int(np.prod(t.dims, dtype=np.int64)) > LIGHT_LIMIT]
+    if not big:
+        return model
+    names = {t.name for t in big}
+    declared = {i.name for i in g.input}  # old IRs list initializers as inputs already
+    graph = onnx.helper.make_graph(
+        list(g.node), g.name,
+        list(g.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in big if t.name not in declared],
+        list(g.output), initializer=[t for t in g.initializer if t.name not in names],
+        value_info=list(g.value_info))
+    light = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    light.functions.extend(model.functions)
+    return light
+
+
 def _infer(model, where):
+    """Shape inference (with data propagation) run on the light copy; results copied into ``model``."""
     try:
-        return shape_inference.infer_shapes(model, data_prop=True)
+        inferred = shape_inference.infer_shapes(_light(model), data_prop=True)
     except Exception as exc:
         raise ModelError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    outputs = {o.name: o for o in inferred.graph.output}
+    for o in model.graph.output:
+        if o.name in outputs:
+            o.CopyFrom(outputs[o.name])
+    return model
 
 
 def _constants_from_nodes(graph: gs.Graph):

@@ -199,3 +199,18 @@ def test_sklearn_style_outputs_label_and_zipmap_are_stripped():
     np.testing.assert_allclose(_canon_logits(c, x), x @ W + B, rtol=1e-5, atol=1e-5)
     res = onnxplain.Explainer(m, "gradient").explain(x, target=2)
     np.testing.assert_allclose(res.relevance, np.tile(W[:, 2], (3, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("old_style", [False, True])
+def test_large_weights_skip_the_serialising_checks_but_nothing_changes(monkeypatch, old_style):
+    """The checker and shape inference run on a copy without large weights (declared as typed inputs);
+    force that path on every weight and compare with the normal one."""
+    import onnxplain.canonical as canonical
+
+    m = relu_cnn(opset=9, inits_as_inputs=True, ir_version=3) if old_style else _bn_net(pre_activation=True)
+    x = _x((2, 3, 12, 12) if old_style else (2, 3, 8, 8))
+    ref = _canon_logits(onnxplain.canonicalize(m), x)
+    monkeypatch.setattr(canonical, "LIGHT_LIMIT", 0)
+    c = onnxplain.canonicalize(m)
+    np.testing.assert_allclose(_canon_logits(c, x), ref, rtol=1e-6, atol=1e-6)
+    assert all(t.shape is not None for t in c.graph.tensors().values())
