@@ -23,4 +23,16 @@ def attr(node, key, default=None):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def known_rank(node, t) -> int:
+    """Rank of ``t``, an input or output of ``node``; a clear error when shape inference left it unknown."""
+    from ..errors import OnnxplainError
+    from ..graph import rank
+
+    r = rank(t)
+    if r is None:
+        raise OnnxplainError(f"{node.op} node '{node.name}': the rank of '{t.name}' is unknown; "
+                             "export the model with shape information (or run onnx shape inference)")
+    return r
+
+
 from . import elementwise, linear, normalization, pooling, shape  # noqa: E402,F401  (registration)

@@ -11,15 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
 from ..graph import is_static
-from . import attr, gradient_rule
-
-
-def _rank(node, t):
-    shape = getattr(t, "shape", None)
-    if shape is None:
-        raise OnnxplainError(f"{node.op} node '{node.name}': the rank of '{t.name}' is unknown; "
-                             "export the model with shape information")
-    return len(shape)
+from . import attr, gradient_rule, known_rank
 
 
 def _mean(b, t, axes):
@@ -53,7 +45,7 @@ def _no_stat_grads(node, gouts):
 def softmax(ctx, node, gouts):
     """y = softmax(x) along axis  ⇒  ∂x = y ⊙ (g − Σ_axis g·y)."""
     b, x, y, g = ctx.b, node.inputs[0], node.outputs[0], gouts[0]
-    axis = int(attr(node, "axis", -1)) % _rank(node, x)
+    axis = int(attr(node, "axis", -1)) % known_rank(node, x)
     s = b.reduce_sum(b.mul(g, y), [axis], keepdims=True)
     return [b.mul(y, b.sub(g, s))]
 
@@ -62,7 +54,7 @@ def softmax(ctx, node, gouts):
 def log_softmax(ctx, node, gouts):
     """y = x − log Σ exp x along axis  ⇒  ∂x = g − exp(y) · Σ_axis g."""
     b, x, y, g = ctx.b, node.inputs[0], node.outputs[0], gouts[0]
-    axis = int(attr(node, "axis", -1)) % _rank(node, x)
+    axis = int(attr(node, "axis", -1)) % known_rank(node, x)
     s = b.reduce_sum(g, [axis], keepdims=True)
     return [b.sub(g, b.mul(b.op("Exp", y), s))]
 
@@ -75,7 +67,7 @@ def layer_norm(ctx, node, gouts):
     _no_stat_grads(node, gouts)
     x, scale = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-    r = _rank(node, x)
+    r = known_rank(node, x)
     axis = int(attr(node, "axis", -1)) % r
     axes = list(range(axis, r))
     eps = float(attr(node, "epsilon", 1e-5))
@@ -117,7 +109,7 @@ def batch_norm(ctx, node, gouts):
                              "not supported")
     if not ctx.needs_grad(x):
         return out
-    r = _rank(node, x)
+    r = known_rank(node, x)
     eps = float(attr(node, "epsilon", 1e-5))
     gamma, var = node.inputs[1], node.inputs[4]
     if isinstance(gamma, gs.Constant) and isinstance(var, gs.Constant):
@@ -141,7 +133,7 @@ def instance_norm(ctx, node, gouts):
                              "not supported")
     if not ctx.needs_grad(x):
         return out
-    r = _rank(node, x)
+    r = known_rank(node, x)
     axes = list(range(2, r))
     eps = float(attr(node, "epsilon", 1e-5))
     xc = b.sub(x, _mean(b, x, axes))
@@ -170,7 +162,7 @@ def lrn(ctx, node, gouts):
     b, x, g = ctx.b, node.inputs[0], gouts[0]
     if not ctx.needs_grad(x):
         return [None]
-    r = _rank(node, x)
+    r = known_rank(node, x)
     C = x.shape[1]
     if not is_static(C):
         raise OnnxplainError(f"LRN node '{node.name}' has a dynamic channel count; export with a fixed one")

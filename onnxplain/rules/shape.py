@@ -16,19 +16,13 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
 from ..graph import is_static
-from . import attr, gradient_rule
+from . import attr, gradient_rule, known_rank
 
 # ------------------------------------------------------------------------------------------------
 # private helpers
 # ------------------------------------------------------------------------------------------------
 
 
-def _rank(node, t):
-    shape = getattr(t, "shape", None)
-    if shape is None:
-        raise OnnxplainError(f"{node.op} node '{node.name}': the rank of '{t.name}' is unknown; "
-                             "export the model with shape information (or run onnx shape inference)")
-    return len(shape)
 
 
 def _dims(t):
@@ -178,7 +172,7 @@ def identity(ctx, node, gouts):
 def transpose(ctx, node, gouts):
     """y = transpose(x, perm) (default perm: reversed axes)  ⇒  ∂x = transpose(g, perm⁻¹)."""
     x = node.inputs[0]
-    r = _rank(node, x)
+    r = known_rank(node, x)
     perm = attr(node, "perm") or list(range(r))[::-1]
     return [ctx.b.transpose(gouts[0], np.argsort(perm))]
 
@@ -216,7 +210,7 @@ def concat(ctx, node, gouts):
     need = [ctx.needs_grad(t) for t in node.inputs]
     if not any(need):
         return [None] * len(node.inputs)
-    r = _rank(node, node.outputs[0])
+    r = known_rank(node, node.outputs[0])
     axis = int(attr(node, "axis")) % r
     if len(node.inputs) == 1:
         return [g]
@@ -233,7 +227,7 @@ def split(ctx, node, gouts):
     b, x = ctx.b, node.inputs[0]
     if not ctx.needs_grad(x):
         return [None] * len(node.inputs)
-    r = _rank(node, x)
+    r = known_rank(node, x)
     axis = int(attr(node, "axis", 0)) % r
     parts = [g if g is not None else _zeros(b, _shape_t(b, y), x) for g, y in zip(gouts, node.outputs)]
     out = parts[0] if len(parts) == 1 else b.op("Concat", *parts, axis=axis)
@@ -272,7 +266,7 @@ def slice_(ctx, node, gouts):
     out = [None] * len(node.inputs)
     if not ctx.needs_grad(x):
         return out
-    r = _rank(node, x)
+    r = known_rank(node, x)
     starts = _const_input(node, 1, "starts").reshape(-1)
     ends = _const_input(node, 2, "ends").reshape(-1)
     axes = _const_input(node, 3, "axes")
@@ -322,9 +316,9 @@ def gather(ctx, node, gouts):
     x, ind = node.inputs[0], node.inputs[1]
     if not ctx.needs_grad(x):
         return [None, None]
-    r = _rank(node, x)
+    r = known_rank(node, x)
     a = int(attr(node, "axis", 0)) % r
-    q = _rank(node, ind)
+    q = known_rank(node, ind)
     xd = _dims(x)
     d = xd[a]
     if isinstance(ind, gs.Constant):
@@ -398,7 +392,7 @@ def pad(ctx, node, gouts):
     out = [None] * len(node.inputs)
     if not ctx.needs_grad(x):
         return out
-    r = _rank(node, x)
+    r = known_rank(node, x)
     pads = _const_input(node, 1, "pads").reshape(-1).astype(np.int64)
     axes = _const_input(node, 3, "axes")
     axes = np.arange(r) if axes is None else axes.reshape(-1)
@@ -452,7 +446,7 @@ def tile(ctx, node, gouts):
     b, x, g = ctx.b, node.inputs[0], gouts[0]
     if not ctx.needs_grad(x):
         return [None, None]
-    r = _rank(node, x)
+    r = known_rank(node, x)
     reps = [int(v) for v in _const_input(node, 1, "repeats").reshape(-1)]
     if all(v == 1 for v in reps):
         return [g, None]
@@ -553,7 +547,7 @@ def resize(ctx, node, gouts):
     out = [None] * len(node.inputs)
     if not ctx.needs_grad(x):
         return out
-    r = _rank(node, x)
+    r = known_rank(node, x)
     y = node.outputs[0]
     scales = _const_input(node, 2, "scales")
     sizes = _const_input(node, 3, "sizes")
