@@ -60,3 +60,15 @@ def linear_model(w, b, dtype=np.float32):
     """logits = x @ w + b, x of shape (N, D)."""
     n = helper.make_node
     return make([n("Gemm", ["x", "W", "B"], ["logits"])], {"W": w, "B": b}, ["N", w.shape[0]], dtype=dtype)
+
+
+def linear_image_model(seed=0, shape=(3, 6, 6), classes=4):
+    """logits = Flatten(x) @ W + b on an image of ``shape`` (no batch): every method has a closed form.
+    Returns the model and W of shape (prod(shape), classes), float64."""
+    rng = np.random.default_rng(seed)
+    d = int(np.prod(shape))
+    w, b = rng.standard_normal((d, classes)), rng.standard_normal(classes)
+    n = helper.make_node
+    m = make([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "W", "B"], ["logits"])], {"W": w, "B": b},
+             ["N", *shape])
+    return m, w

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import nets
 import onnxplain
 from onnxplain.perturbation import Progress, RiseMasks, occlusion_windows
 from nets import linear_model, make, relu_cnn
@@ -18,12 +19,7 @@ def _x(shape, seed=1):
 
 
 def linear_image_model(seed=0, shape=(2, 6, 7), classes=3):
-    rng = np.random.default_rng(seed)
-    d = int(np.prod(shape))
-    w, b = rng.standard_normal((d, classes)), rng.standard_normal(classes)
-    n = helper.make_node
-    m = make([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "W", "B"], ["logits"])], {"W": w, "B": b},
-             ["N", *shape])
+    m, w = nets.linear_image_model(seed, shape, classes)
     return m, w.astype(np.float64).reshape(*shape, classes)
 
 

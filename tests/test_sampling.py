@@ -5,6 +5,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
+import nets
 import onnxplain
 from onnxplain import quadrature
 from nets import linear_model, make, relu_cnn
@@ -28,13 +29,7 @@ def smooth_mlp(seed=0, d=10, h=16, c=4, dtype=np.float32):
 
 
 def linear_image_model(seed=0, shape=(3, 6, 6), classes=4):
-    """logits = Flatten(x) @ W + b on an NCHW image: every method has a closed form."""
-    rng = np.random.default_rng(seed)
-    d = int(np.prod(shape))
-    w, b = rng.standard_normal((d, classes)), rng.standard_normal(classes)
-    n = helper.make_node
-    m = make([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "W", "B"], ["logits"])], {"W": w, "B": b},
-             ["N", *shape])
+    m, w = nets.linear_image_model(seed, shape, classes)
     return m, w.astype(np.float32)
 
 
