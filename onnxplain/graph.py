@@ -66,6 +66,10 @@ class Builder:
         dtype = getattr(like, "dtype", None) or self.dtype
         return self.const(np.asarray(value, dtype=dtype), dtype=dtype, hint="s")
 
+    def dtype_of(self, t: Tensor) -> np.dtype:
+        """The dtype of ``t``, or the builder's float dtype when ``t``'s is unknown."""
+        return np.dtype(t.dtype) if t.dtype is not None else self.dtype
+
     def _tensor(self, x):
         if x is None:
             return gs.Variable.empty()
@@ -122,6 +126,18 @@ class Builder:
     def transpose(self, x, perm):
         return self.op("Transpose", x, perm=[int(p) for p in perm])
 
+    def axis_matmul(self, x, rank: int, axis: int, A):
+        """Contract axis ``axis`` of ``x`` (rank ``rank``, size m there) with the constant m × n matrix ``A``:
+        out[.., j, ..] = Σ_i x[.., i, ..] A[i, j]. One MatMul on either of the last two axes, else
+        Transpose → MatMul → Transpose."""
+        if axis == rank - 1:
+            return self.op("MatMul", x, self.const(np.ascontiguousarray(A)))
+        if axis == rank - 2:
+            return self.op("MatMul", self.const(np.ascontiguousarray(A.T)), x)
+        perm = [i for i in range(rank) if i != axis] + [axis]
+        t = self.op("MatMul", self.transpose(x, perm), self.const(np.ascontiguousarray(A)))
+        return self.transpose(t, np.argsort(perm))
+
     def reduce_sum(self, x, axes, keepdims=True):
         return self.op("ReduceSum", x, self.ints(list(axes)), keepdims=int(keepdims))
 
@@ -130,6 +146,12 @@ class Builder:
         if self.opset >= 18:
             return self.op("ReduceMax", x, self.ints(list(axes)), keepdims=int(keepdims))
         return self.op("ReduceMax", x, axes=[int(a) for a in axes], keepdims=int(keepdims))
+
+    def reduce_mean(self, x, axes, keepdims=True):
+        # ReduceMean takes axes as an attribute before opset 18 and as an input after it.
+        if self.opset >= 18:
+            return self.op("ReduceMean", x, self.ints([int(a) for a in axes]), keepdims=int(keepdims))
+        return self.op("ReduceMean", x, axes=[int(a) for a in axes], keepdims=int(keepdims))
 
     def where(self, cond, a, b):
         return self.op("Where", cond, a, b)
@@ -142,6 +164,10 @@ class Builder:
 
     def zeros_like(self, x):
         return self.mul(x, self.scalar(0.0, like=x))
+
+    def zeros(self, shape, like):
+        """Zeros of the (run-time) shape ``shape`` (an int64 1-D tensor) in the dtype of ``like``."""
+        return self.op("Expand", self.scalar(0.0, like=like), shape)
 
     def safe_div(self, num, den, eps: float, like=None, sign: int | None = None):
         """num / st_eps(den), with st_eps(d) = d + eps * sign(d) and sign(0) = +1 (RULES.md §0).

@@ -75,6 +75,12 @@ def max_opset() -> int:
     return 17
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (onnxruntime's messages run over many lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def providers_for(device: str = "auto") -> list:
     if device not in DEVICES:
         raise OnnxplainError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
@@ -97,7 +103,7 @@ class Session:
         try:
             self._sess = ort.InferenceSession(data, _quiet_options(), providers=self.providers)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = first_line(exc)
             raise OnnxplainError(f"onnxruntime cannot load the model: {msg}") from None
         self.provider = self._sess.get_providers()[0]
         self.input_names = [i.name for i in self._sess.get_inputs()]
@@ -139,3 +145,14 @@ def session(model: onnx.ModelProto | bytes, device: str = "auto") -> Session:
                 _SESSIONS.pop(next(iter(_SESSIONS)))
             _SESSIONS[key] = s
         return s
+
+
+def run_cpu(model: onnx.ModelProto, feeds: list[dict]) -> list[list[np.ndarray]]:
+    """Run a small helper ``model`` once per feed dict on the CPU provider (quiet, uncached): the outputs
+    of each run. An :class:`OnnxplainError` when onnxruntime cannot load or run it."""
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), _quiet_options(), providers=["CPUExecutionProvider"])
+        return [sess.run(None, feed) for feed in feeds]
+    except Exception as exc:
+        msg = first_line(exc)
+        raise OnnxplainError(f"onnxruntime cannot run the helper model '{model.graph.name}': {msg}") from None

@@ -12,6 +12,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from helpers import F32, F64, randn
+
 OPSET = 17
 
 
@@ -87,10 +89,6 @@ def node(op, inputs, outputs=("y",), **attrs):
     return helper.make_node(op, list(inputs), list(outputs), **attrs)
 
 
-F64 = dict(rtol=1e-5, atol=1e-6)  # tolerances of float64 finite-difference checks
-F32 = dict(rtol=2e-2, atol=2e-3)  # float32 (onnxruntime CPU kernels without double support)
-
-
 def make_dynamic(model, dims):
     """Make input dims ``{axis: name}`` (and the logits' batch) symbolic; the model still runs on the
     original sizes."""
@@ -105,8 +103,10 @@ def make_dynamic(model, dims):
     return model
 
 
-def check_op(nodes, x_shape, consts=None, *, x, dtype=np.float64, opset=OPSET, dyn=None, **tol):
-    """``op_model`` + optional symbolic dims + ``check_gradient`` with the dtype's default tolerances."""
+def check_op(nodes, x_shape, consts=None, *, x=None, dtype=np.float64, opset=OPSET, dyn=None, **tol):
+    """``op_model`` + optional symbolic dims + ``check_gradient`` with the dtype's default tolerances;
+    ``x`` defaults to ``randn(x_shape)`` in ``dtype``."""
+    x = randn(x_shape, dtype=dtype) if x is None else x
     m = op_model(nodes, x_shape, consts=consts, dtype=dtype, opset=opset)
     if dyn:
         m = make_dynamic(m, dyn)

@@ -6,11 +6,7 @@ from onnx import helper
 
 import onnxplain
 from fdcheck import check_gradient, make_dynamic, node, op_model
-
-F32 = dict(rtol=2e-2, atol=2e-3)
-F64 = dict(rtol=1e-5, atol=1e-6)
-
-
+from helpers import F32, F64
 
 
 def distinct(shape, seed=0, dtype=np.float64):

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from . import attr, gradient_rule
+from .registry import attr, gradient_rule, optional_input
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -30,13 +30,6 @@ def _mask(b, cond, like):
 
 def _s(b, v, like):
     return b.scalar(float(v), like=like)
-
-
-def _present(node, i):
-    """The i-th input if given (optional inputs may be missing or empty)."""
-    if i < len(node.inputs) and node.inputs[i].name:
-        return node.inputs[i]
-    return None
 
 
 # ---- arithmetic -------------------------------------------------------------------------------------
@@ -204,16 +197,10 @@ def cast(ctx, node, gouts):
     return [ctx.b.cast(gouts[0], x.dtype)] + [None] * (len(node.inputs) - 1)
 
 
-@gradient_rule("Identity")
-def identity(ctx, node, gouts):
-    """y = x  ⇒  ∂x = g."""
-    return [gouts[0]]
-
-
 @gradient_rule("Dropout")
 def dropout(ctx, node, gouts):
     """Dropout at inference is the identity: ∂x = g."""
-    mode = _present(node, 2)
+    mode = optional_input(node, 2)
     if mode is not None and (not isinstance(mode, gs.Constant) or bool(np.any(mode.values))):
         raise OnnxplainError(f"Dropout node '{node.name}' may run in training mode (random masks); "
                              "export the model in eval mode")
@@ -267,7 +254,7 @@ def clip(ctx, node, gouts):
     """y = min(max(x, lo), hi)  ⇒  ∂x = g · 1[lo < x < hi] (absent bounds impose nothing; no gradient at
     the bounds, as PyTorch's hardtanh/ReLU6)."""
     b, x = ctx.b, node.inputs[0]
-    lo, hi = _present(node, 1), _present(node, 2)
+    lo, hi = optional_input(node, 1), optional_input(node, 2)
     for t in (lo, hi):
         if t is not None and ctx.needs_grad(t):
             raise OnnxplainError(f"Clip node '{node.name}' has bounds computed from the input; not supported "

@@ -1,7 +1,7 @@
-"""Gradient rules of the linear ops: Conv, ConvTranspose, Gemm, MatMul.
+"""Gradient rules of the linear ops (Conv, ConvTranspose, Gemm, MatMul) and their input adjoints.
 
-The helpers ``conv_vjp`` (transposed convolution with any weight) and ``conv_forward`` are shared with the
-relevance rules, which run the same products with modified weights.
+``linear_layer`` and ``linear_adjoint`` are the one predicate and the one adjoint Wᵀg that the relevance
+methods (LRP, PatternNet) build on, with modified weights in place of the layer's own.
 """
 from __future__ import annotations
 
@@ -9,130 +9,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from ..graph import is_static
-from . import attr, gradient_rule
-
-
-def _spatial(t):
-    """Static spatial dims (shape[2:]) of ``t`` as ints, or None when any is unknown."""
-    shape = getattr(t, "shape", None)
-    if shape is None or not all(is_static(d) for d in shape[2:]):
-        return None
-    return [int(d) for d in shape[2:]]
-
-
-def _kernel(node):
-    w = node.inputs[1]
-    return [int(k) for k in (attr(node, "kernel_shape") or (w.shape[2:] if w.shape is not None else []))]
-
-
-def _same_pads(mode, n, kernel, strides, dil):
-    """Explicit pads of auto_pad=SAME_UPPER/SAME_LOWER for spatial size ``n`` (as canonicalisation)."""
-    begins, ends = [], []
-    for k, s, d, size in zip(kernel, strides, dil, n):
-        eff = d * (k - 1) + 1
-        total = max((-(-size // s) - 1) * s + eff - size, 0)
-        small, big = total // 2, total - total // 2
-        begins.append(small if mode == "SAME_UPPER" else big)
-        ends.append(big if mode == "SAME_UPPER" else small)
-    return begins + ends
-
-
-def window_geometry(node, kernel):
-    """(strides, pads, dilations, auto_pad) of a windowed op (Conv, pools) with the given kernel; pads is
-    None when auto_pad is SAME_* and the spatial size is dynamic (then they are only known at run time)."""
-    nd = len(kernel)
-    mode = attr(node, "auto_pad", "NOTSET") or "NOTSET"
-    strides = [int(s) for s in attr(node, "strides", None) or [1] * nd]
-    dil = [int(d) for d in attr(node, "dilations", None) or [1] * nd]
-    if mode == "VALID":
-        pads = [0] * (2 * nd)
-    elif mode in ("SAME_UPPER", "SAME_LOWER"):
-        n = _spatial(node.inputs[0])
-        pads = _same_pads(mode, n, kernel, strides, dil) if n is not None else None
-    elif mode == "NOTSET":
-        pads = [int(p) for p in attr(node, "pads", None) or [0] * (2 * nd)]
-    else:
-        raise OnnxplainError(f"{node.op} node '{node.name}' has unknown auto_pad={mode}; re-export the model "
-                             "with explicit pads")
-    return strides, pads, dil, mode
-
-
-def _conv_geom(node):
-    """(kernel, strides, pads, dilations, group, auto_pad) of a Conv node (pads None: dynamic SAME)."""
-    kernel = _kernel(node)
-    strides, pads, dil, mode = window_geometry(node, kernel)
-    return kernel, strides, pads, dil, int(attr(node, "group", 1)), mode
-
-
-def conv_geometry(node):
-    """(kernel, strides, pads, dilations, group) of a Conv node with explicit pads."""
-    kernel, strides, pads, dil, group, mode = _conv_geom(node)
-    if pads is None:
-        raise OnnxplainError(f"{node.op} node '{node.name}' uses auto_pad={mode} with a dynamic input size; "
-                             "export the model with a fixed spatial size or explicit pads")
-    return kernel, strides, pads, dil, group
-
-
-def conv_forward(b, node, x, w, bias=None):
-    """Conv(x, w, bias) with the geometry of ``node``."""
-    kernel, strides, pads, dil, group, mode = _conv_geom(node)
-    if pads is None:  # dynamic SAME: let the Conv pad itself
-        return b.op("Conv", x, w, bias, kernel_shape=kernel, strides=strides, auto_pad=mode, dilations=dil,
-                    group=group)
-    return b.op("Conv", x, w, bias, kernel_shape=kernel, strides=strides, pads=pads, dilations=dil, group=group)
-
-
-def _fit_end(b, t, x, nd, crop=True):
-    """Slice (if ``crop``) and zero-pad the end of ``t``'s spatial axes to x's run-time spatial size."""
-    n = b.shape(x, start=2)
-    if crop:
-        t = b.op("Slice", t, b.ints([0] * nd), n, b.ints(list(range(2, 2 + nd))))
-    diff = b.sub(n, b.shape(t, start=2))
-    return b.op("Pad", t, b.op("Concat", b.ints([0] * (nd + 2)), b.ints([0, 0]), diff, axis=0))
-
-
-def transposed_conv_to(b, g, w, x, kernel, strides, pads, dil, group, crop=False, out_size=None):
-    """The adjoint of a convolution of ``x`` with geometry (kernel, strides, pads, dil, group) applied to
-    ``g``: one ConvTranspose whose output covers x's spatial size exactly. Input positions that no window
-    reads get zero (output_padding when the size is static, else Pad at run time). ``crop=True`` allows
-    windows that run past the padded end (ceil_mode pooling): the surplus is cropped. ``pads`` may be a
-    tensor of run-time begin pads (dynamic auto_pad=SAME): then the result is sliced at run time. Only x's
-    spatial size is used; ``out_size`` gives g's static spatial size when g has no shape."""
-    nd = len(kernel)
-    common = dict(kernel_shape=kernel, strides=strides, dilations=dil, group=group)
-    if isinstance(pads, gs.Tensor):  # run-time begin pads: full transposed conv, then slice [pb, pb + n)
-        ct = b.op("ConvTranspose", g, w, pads=[0] * (2 * nd), **common)
-        n = b.shape(x, start=2)
-        sl = b.op("Slice", ct, pads, b.add(pads, n), b.ints(list(range(2, 2 + nd))))
-        return _fit_end(b, sl, x, nd, crop=False)
-    n, o = _spatial(x), out_size or _spatial(g)
-    if n is not None and o is not None:
-        ends, out_pad = [], []
-        for i in range(nd):
-            full = (o[i] - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1
-            extra = full - pads[i] - n[i]  # > 0: crop at the end; < 0: zero rows no window read
-            ends.append(max(extra, 0))
-            out_pad.append(max(-extra, 0))
-        if all(p < s or p < d for p, s, d in zip(out_pad, strides, dil)):
-            return b.op("ConvTranspose", g, w, pads=list(pads[:nd]) + ends,
-                        output_padding=out_pad if any(out_pad) else None, **common)
-        ct = b.op("ConvTranspose", g, w, pads=list(pads[:nd]) + ends, **common)
-        return b.op("Pad", ct, b.ints([0] * (nd + 2) + [0, 0] + out_pad))
-    ct = b.op("ConvTranspose", g, w, pads=list(pads[:nd]) + ([0] * nd if crop else list(pads[nd:])), **common)
-    return _fit_end(b, ct, x, nd, crop=crop)
-
-
-def _runtime_same_begin(b, x, mode, kernel, strides, dil):
-    """Begin pads of auto_pad=SAME_* computed from x's run-time spatial size (int64 vector)."""
-    n = b.shape(x, start=2)
-    s = b.ints(strides)
-    eff = b.ints([d * (k - 1) + 1 for k, d in zip(kernel, dil)])
-    one = b.ints([1])
-    o = b.div(b.add(n, b.sub(s, one)), s)  # ceil(n / s)
-    total = b.op("Max", b.sub(b.add(b.mul(b.sub(o, one), s), eff), n), b.ints([0]))
-    small = b.div(total, b.ints([2]))
-    return small if mode == "SAME_UPPER" else b.sub(total, small)
+from .geometry import conv_window, convtranspose_geometry, runtime_same_begin, spatial_dims, transposed_conv_to
+from .registry import attr, gradient_rule
 
 
 def _stride1_adjoint(b, g, w, kernel, strides, pads, dil, group):
@@ -157,14 +35,14 @@ def conv_vjp(b, node, g, w):
     """Wᵀg for the Conv ``node`` (input x = node.inputs[0]): a ConvTranspose with the same geometry,
     completed to x's spatial size (rows/columns the forward never read get zero)."""
     x = node.inputs[0]
-    kernel, strides, pads, dil, group, mode = _conv_geom(node)
+    kernel, strides, pads, dil, group, mode = conv_window(node)
     fast = _stride1_adjoint(b, g, w, kernel, strides, pads, dil, group)
     if fast is not None:
         return fast
     if pads is None:
-        pads = _runtime_same_begin(b, x, mode, kernel, strides, dil)
+        pads = runtime_same_begin(b, x, mode, kernel, strides, dil)
     return transposed_conv_to(b, g, w, x, kernel, strides, pads, dil, group,
-                              out_size=_spatial(node.outputs[0]))
+                              out_size=spatial_dims(node.outputs[0]))
 
 
 def _bias_grad(ctx, node, g):
@@ -173,80 +51,55 @@ def _bias_grad(ctx, node, g):
     return None
 
 
-@gradient_rule("Conv")
-def conv(ctx, node, gouts):
-    """y = W ⋆ x + b  ⇒  ∂/∂x = Wᵀ ⋆ g (ConvTranspose), ∂/∂b = Σ g over batch and space."""
+def _conv_rule(ctx, node, gouts, adjoint):
+    """Input gradient through ``adjoint`` (the op's Wᵀ), bias gradient Σ g over batch and space."""
     g, b = gouts[0], ctx.b
     x, w = node.inputs[0], node.inputs[1]
     out = [None] * len(node.inputs)
     if ctx.needs_grad(w):
-        raise OnnxplainError(f"Conv node '{node.name}' has weights computed from the input; not supported")
+        raise OnnxplainError(f"{node.op} node '{node.name}' has weights computed from the input; not supported")
     if ctx.needs_grad(x):
-        out[0] = conv_vjp(b, node, g, w)
+        out[0] = adjoint(b, node, g, w)
     if len(out) > 2:
         out[2] = _bias_grad(ctx, node, g)
     return out
 
 
-def convtranspose_geometry(node):
-    """(kernel, strides, pads, dilations, group, output_padding) of a ConvTranspose node, with the pads
-    that auto_pad=SAME_* or output_shape imply made explicit (onnxruntime's convention: the odd pad goes
-    to the end for SAME_UPPER, to the start otherwise; a negative total is clamped to 0)."""
-    kernel = _kernel(node)
+@gradient_rule("Conv")
+def conv(ctx, node, gouts):
+    """y = W ⋆ x + b  ⇒  ∂/∂x = Wᵀ ⋆ g (ConvTranspose), ∂/∂b = Σ g over batch and space."""
+    return _conv_rule(ctx, node, gouts, conv_vjp)
+
+
+def conv_transpose_vjp(b, node, g, w):
+    """W ⋆ g for the ConvTranspose ``node`` with weight ``w``: a Conv with the same strides, dilations,
+    group and begin pads (end pad reduced by output_padding), cropped to x where it has more windows."""
+    x = node.inputs[0]
+    kernel, strides, pads, dil, group, op = convtranspose_geometry(node)
     nd = len(kernel)
-    strides = [int(s) for s in attr(node, "strides", None) or [1] * nd]
-    dil = [int(d) for d in attr(node, "dilations", None) or [1] * nd]
-    group = int(attr(node, "group", 1))
-    op = [int(p) for p in attr(node, "output_padding", None) or [0] * nd]
-    mode = attr(node, "auto_pad", "NOTSET") or "NOTSET"
-    out_shape = attr(node, "output_shape", None)
-    eff = [d * (k - 1) + 1 for k, d in zip(kernel, dil)]
-    if out_shape or mode in ("SAME_UPPER", "SAME_LOWER"):
-        if out_shape:
-            n = _spatial(node.inputs[0])
-            if n is None:
-                raise OnnxplainError(f"ConvTranspose node '{node.name}' sets output_shape with a dynamic input "
-                                     "size; export the model with a fixed spatial size or explicit pads")
-            out = [int(v) for v in list(out_shape)[-nd:]]
-            totals = [s * (i - 1) + p + e - o for s, i, p, e, o in zip(strides, n, op, eff, out)]
-        else:  # SAME: output = input · stride
-            totals = [p + e - s for s, p, e in zip(strides, op, eff)]
-        totals = [max(t, 0) for t in totals]
-        begins = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in totals]
-        pads = begins + [t - bg for t, bg in zip(totals, begins)]
-    elif mode == "VALID":
-        pads = [0] * (2 * nd)
-    elif mode == "NOTSET":
-        pads = [int(p) for p in attr(node, "pads", None) or [0] * (2 * nd)]
-    else:
-        raise OnnxplainError(f"ConvTranspose node '{node.name}' has unknown auto_pad={mode}")
-    return kernel, strides, pads, dil, group, op
+    ends = [max(pads[nd + i] - op[i], 0) for i in range(nd)]
+    dx = b.op("Conv", g, w, kernel_shape=kernel, strides=strides, pads=pads[:nd] + ends, dilations=dil,
+              group=group)
+    if any(op[i] - pads[nd + i] >= strides[i] for i in range(nd)):  # more windows than x has: crop
+        n = spatial_dims(x)
+        ends_t = b.ints(n) if n is not None else b.shape(x, start=2)
+        dx = b.op("Slice", dx, b.ints([0] * nd), ends_t, b.ints(list(range(2, 2 + nd))))
+    return dx
 
 
 @gradient_rule("ConvTranspose")
 def conv_transpose(ctx, node, gouts):
     """y = Wᵀ ⋆ x + b (transposed conv)  ⇒  ∂/∂x = W ⋆ g: a Conv with the same weights, strides,
     dilations, group and begin pads (end pad reduced by output_padding), ∂/∂b = Σ g over batch and space."""
-    g, b = gouts[0], ctx.b
-    x, w = node.inputs[0], node.inputs[1]
-    out = [None] * len(node.inputs)
-    if ctx.needs_grad(w):
-        raise OnnxplainError(f"ConvTranspose node '{node.name}' has weights computed from the input; "
-                             "not supported")
-    if ctx.needs_grad(x):
-        kernel, strides, pads, dil, group, op = convtranspose_geometry(node)
-        nd = len(kernel)
-        ends = [max(pads[nd + i] - op[i], 0) for i in range(nd)]
-        dx = b.op("Conv", g, w, kernel_shape=kernel, strides=strides, pads=pads[:nd] + ends, dilations=dil,
-                  group=group)
-        if any(op[i] - pads[nd + i] >= strides[i] for i in range(nd)):  # more windows than x has: crop
-            n = _spatial(x)
-            ends_t = b.ints(n) if n is not None else b.shape(x, start=2)
-            dx = b.op("Slice", dx, b.ints([0] * nd), ends_t, b.ints(list(range(2, 2 + nd))))
-        out[0] = dx
-    if len(out) > 2:
-        out[2] = _bias_grad(ctx, node, g)
-    return out
+    return _conv_rule(ctx, node, gouts, conv_transpose_vjp)
+
+
+def gemm_input_adjoint(b, node, g, B):
+    """∂A = α g B′ᵀ for the Gemm ``node`` with weight ``B`` (or its transpose α B′ gᵀ when transA)."""
+    alpha = float(attr(node, "alpha", 1.0))
+    ta, tb = int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
+    return b.op("Gemm", B, g, alpha=alpha, transA=tb, transB=1) if ta else \
+        b.op("Gemm", g, B, alpha=alpha, transB=1 - tb)
 
 
 @gradient_rule("Gemm")
@@ -259,9 +112,7 @@ def gemm(ctx, node, gouts):
     ta, tb = int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
     out = [None] * len(node.inputs)
     if ctx.needs_grad(A):
-        # ∂A = α g B′ᵀ, or its transpose α B′ gᵀ when transA
-        out[0] = b.op("Gemm", B, g, alpha=alpha, transA=tb, transB=1) if ta else \
-            b.op("Gemm", g, B, alpha=alpha, transB=1 - tb)
+        out[0] = gemm_input_adjoint(b, node, g, B)
     if ctx.needs_grad(B):
         # ∂B = α A′ᵀ g, or its transpose α gᵀ A′ when transB
         out[1] = b.op("Gemm", g, A, alpha=alpha, transA=1, transB=ta) if tb else \
@@ -278,31 +129,46 @@ def _swap_last(b, t, r):
     return b.transpose(t, perm)
 
 
+def _promoted_grad(b, g, ra, rb):
+    """g with the axes numpy's promotion of 1-D operands (ranks ``ra``, ``rb``) removed put back."""
+    if ra == 1:
+        g = b.op("Unsqueeze", g, b.ints([-2 if rb > 1 else 0]))
+    if rb == 1:
+        g = b.op("Unsqueeze", g, b.ints([-1]))
+    return g
+
+
+def matmul_input_adjoint(b, node, g, B):
+    """∂A = g @ Bᵀ for the MatMul ``node`` with second operand ``B`` (a tensor shaped like node's), summed
+    over broadcast batch axes; 1-D operands are promoted as numpy does."""
+    A = node.inputs[0]
+    ra, rb = len(A.shape), len(B.shape)
+    B2 = b.op("Unsqueeze", B, b.ints([1])) if rb == 1 else B
+    g2 = _promoted_grad(b, g, ra, rb)
+    ra2, rb2 = max(ra, 2), max(rb, 2)
+    if isinstance(B, gs.Constant) and rb2 == 2:
+        bt = B.values.reshape(-1, 1) if rb == 1 else B.values
+        dA = b.op("MatMul", g2, b.const(np.ascontiguousarray(bt.T)))
+    else:
+        dA = b.op("MatMul", g2, _swap_last(b, B2, rb2))
+    dA = _reduce_to(b, dA, max(ra2, rb2), A.shape if ra > 1 else [1] + list(A.shape))
+    return b.reshape_like(dA, A) if ra == 1 else dA
+
+
 @gradient_rule("MatMul")
 def matmul(ctx, node, gouts):
     """Y = A @ B (numpy semantics, batch broadcasting)  ⇒  ∂A = g @ Bᵀ, ∂B = Aᵀ @ g, summed over
     broadcast batch axes; 1-D operands are promoted as numpy does."""
     g, b = gouts[0], ctx.b
     A, B = node.inputs
-    ra, rb = len(A.shape), len(B.shape)
     out = [None, None]
-    A2 = b.op("Unsqueeze", A, b.ints([0])) if ra == 1 else A
-    B2 = b.op("Unsqueeze", B, b.ints([1])) if rb == 1 else B
-    g2 = g
-    if ra == 1:
-        g2 = b.op("Unsqueeze", g2, b.ints([-2 if rb > 1 else 0]))
-    if rb == 1:
-        g2 = b.op("Unsqueeze", g2, b.ints([-1]))
-    ra2, rb2 = max(ra, 2), max(rb, 2)
     if ctx.needs_grad(A):
-        if isinstance(B, gs.Constant) and rb2 == 2:
-            bt = B.values.reshape(-1, 1) if rb == 1 else B.values
-            dA = b.op("MatMul", g2, b.const(np.ascontiguousarray(bt.T)))
-        else:
-            dA = b.op("MatMul", g2, _swap_last(b, B2, rb2))
-        dA = _reduce_to(b, dA, max(ra2, rb2), A.shape if ra > 1 else [1] + list(A.shape))
-        out[0] = b.reshape_like(dA, A) if ra == 1 else dA
+        out[0] = matmul_input_adjoint(b, node, g, B)
     if ctx.needs_grad(B):
+        ra, rb = len(A.shape), len(B.shape)
+        A2 = b.op("Unsqueeze", A, b.ints([0])) if ra == 1 else A
+        g2 = _promoted_grad(b, g, ra, rb)
+        ra2, rb2 = max(ra, 2), max(rb, 2)
         dB = b.op("MatMul", _swap_last(b, A2, ra2), g2)
         dB = _reduce_to(b, dB, max(ra2, rb2), B.shape if rb > 1 else list(B.shape) + [1])
         out[1] = b.reshape_like(dB, B) if rb == 1 else dB
@@ -318,3 +184,31 @@ def _reduce_to(b, t, r, shape):
     if axes:
         t = b.reduce_sum(t, axes, keepdims=True)
     return t
+
+
+# ---- linear layers: one predicate, one adjoint ---------------------------------------------------
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_INPUT_ADJOINT = {"Conv": conv_vjp, "ConvTranspose": conv_transpose_vjp, "Gemm": gemm_input_adjoint,
+                  "MatMul": matmul_input_adjoint}
+
+
+def linear_layer(node) -> bool:
+    """A linear layer: Conv/ConvTranspose/Gemm/MatMul of an activation (input 0) with constant weights
+    (input 1) and a constant bias, if any; Gemm with the samples as rows (transA=0). LRP rules, patterns
+    and the canonicalisation passes all ask this one predicate."""
+    if node.op not in LINEAR_OPS or len(node.inputs) < 2:
+        return False
+    if not isinstance(node.inputs[1], gs.Constant) or isinstance(node.inputs[0], gs.Constant):
+        return False
+    if node.op == "Gemm" and int(attr(node, "transA", 0)):
+        return False
+    return all(isinstance(t, gs.Constant) for t in node.inputs[2:] if t.name)
+
+
+def linear_adjoint(b, node, g, w):
+    """Wᵀg: the adjoint of the linear layer ``node`` with respect to its input, with the weight ``w`` (an
+    array or tensor shaped like the node's weight) in place of its own. LRP's modified backward pass and
+    PatternNet's pattern backward pass both emit through this."""
+    if not isinstance(w, gs.Tensor):
+        w = b.const(np.asarray(w).astype(node.inputs[1].values.dtype, copy=False))
+    return _INPUT_ADJOINT[node.op](b, node, g, w)

@@ -1,8 +1,8 @@
-"""Gradient rules of normalisation ops: Softmax, LogSoftmax, LayerNormalization, BatchNormalization
-(inference mode, when it was not folded into a Conv/Gemm), InstanceNormalization, LRN.
+"""Gradient rules of normalisation ops: Softmax, LogSoftmax, Layer-, Batch- and InstanceNormalization, LRN.
 
-Statistics (means, variances, LRN denominators) are recomputed from the op's input in the backward graph;
-the vjps are the exact derivatives of the ONNX definitions.
+BatchNormalization is handled in inference mode (when it was not folded into a Conv/Gemm). Statistics
+(means, variances, LRN denominators) are recomputed from the op's input in the backward graph; the vjps
+are the exact derivatives of the ONNX definitions.
 """
 from __future__ import annotations
 
@@ -11,27 +11,19 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
 from ..graph import is_static
-from . import attr, gradient_rule, known_rank
-
-
-def _mean(b, t, axes):
-    """ReduceMean over ``axes`` with keepdims (axes are an attribute before opset 18, an input after)."""
-    axes = [int(a) for a in axes]
-    if b.opset >= 18:
-        return b.op("ReduceMean", t, b.ints(axes), keepdims=1)
-    return b.op("ReduceMean", t, axes=axes, keepdims=1)
+from .registry import attr, gradient_rule, known_rank, optional_input
 
 
 def _inv_std(b, xc, axes, eps, like):
     """1 / √(mean(xc²) + ε)."""
-    var = _mean(b, b.mul(xc, xc), axes)
+    var = b.reduce_mean(b.mul(xc, xc), axes)
     return b.op("Reciprocal", b.op("Sqrt", b.add(var, b.scalar(eps, like=like))))
 
 
 def _standardize_vjp(b, gh, xhat, inv, axes):
     """vjp of x̂ = (x − mean(x)) / √(var(x) + ε) over ``axes``: (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ."""
-    t = b.sub(gh, _mean(b, gh, axes))
-    t = b.sub(t, b.mul(xhat, _mean(b, b.mul(gh, xhat), axes)))
+    t = b.sub(gh, b.reduce_mean(gh, axes))
+    t = b.sub(t, b.mul(xhat, b.reduce_mean(b.mul(gh, xhat), axes)))
     return b.mul(t, inv)
 
 
@@ -66,13 +58,13 @@ def layer_norm(ctx, node, gouts):
     b, g = ctx.b, gouts[0]
     _no_stat_grads(node, gouts)
     x, scale = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    bias = optional_input(node, 2)
     r = known_rank(node, x)
     axis = int(attr(node, "axis", -1)) % r
     axes = list(range(axis, r))
     eps = float(attr(node, "epsilon", 1e-5))
     out = [None] * len(node.inputs)
-    xc = b.sub(x, _mean(b, x, axes))
+    xc = b.sub(x, b.reduce_mean(x, axes))
     inv = _inv_std(b, xc, axes, eps, x)
     xhat = b.mul(xc, inv)
     if ctx.needs_grad(x):
@@ -91,7 +83,7 @@ def _channel_vec(b, node, t, r, like):
     """A per-channel (C,) tensor reshaped to broadcast along axis 1 of a rank-``r`` tensor."""
     shape = [-1] + [1] * (r - 2)
     if isinstance(t, gs.Constant):
-        return b.const(np.asarray(t.values).reshape(shape).astype(np.dtype(like.dtype or b.dtype)))
+        return b.const(np.asarray(t.values).reshape(shape).astype(b.dtype_of(like)))
     return b.reshape(t, shape)
 
 
@@ -114,7 +106,7 @@ def batch_norm(ctx, node, gouts):
     gamma, var = node.inputs[1], node.inputs[4]
     if isinstance(gamma, gs.Constant) and isinstance(var, gs.Constant):
         k = gamma.values.astype(np.float64) / np.sqrt(var.values.astype(np.float64) + eps)
-        kt = b.const(k.reshape([-1] + [1] * (r - 2)).astype(np.dtype(x.dtype or b.dtype)))
+        kt = b.const(k.reshape([-1] + [1] * (r - 2)).astype(b.dtype_of(x)))
     else:
         v = _channel_vec(b, node, var, r, x)
         kt = b.div(_channel_vec(b, node, gamma, r, x), b.op("Sqrt", b.add(v, b.scalar(eps, like=x))))
@@ -136,22 +128,11 @@ def instance_norm(ctx, node, gouts):
     r = known_rank(node, x)
     axes = list(range(2, r))
     eps = float(attr(node, "epsilon", 1e-5))
-    xc = b.sub(x, _mean(b, x, axes))
+    xc = b.sub(x, b.reduce_mean(x, axes))
     inv = _inv_std(b, xc, axes, eps, x)
     xhat = b.mul(xc, inv)
     out[0] = _standardize_vjp(b, b.mul(g, _channel_vec(b, node, node.inputs[1], r, x)), xhat, inv, axes)
     return out
-
-
-def _axis_matmul(b, t, r, axis, A):
-    """out[.., j, ..] = Σ_i t[.., i, ..] A[i, j] along ``axis`` (A: constant matrix)."""
-    if axis == r - 1:
-        return b.op("MatMul", t, b.const(np.ascontiguousarray(A)))
-    if axis == r - 2:
-        return b.op("MatMul", b.const(np.ascontiguousarray(A.T)), t)
-    perm = [i for i in range(r) if i != axis] + [axis]
-    u = b.op("MatMul", b.transpose(t, perm), b.const(np.ascontiguousarray(A)))
-    return b.transpose(u, np.argsort(perm))
 
 
 @gradient_rule("LRN")
@@ -174,11 +155,11 @@ def lrn(ctx, node, gouts):
     M = np.zeros((C, C))
     for c in range(C):
         M[max(0, c - lo):min(C, c + hi + 1), c] = 1.0
-    dt = np.dtype(x.dtype or b.dtype)
+    dt = b.dtype_of(x)
     M = M.astype(dt)
-    D = b.add(b.scalar(bias, like=x), b.mul(b.scalar(alpha / size, like=x), _axis_matmul(b, b.mul(x, x), r, 1, M)))
+    D = b.add(b.scalar(bias, like=x), b.mul(b.scalar(alpha / size, like=x), b.axis_matmul(b.mul(x, x), r, 1, M)))
     Dmb = b.op("Pow", D, b.scalar(-beta, like=x))          # D^(−β)
     t = b.div(b.mul(b.mul(g, x), Dmb), D)                  # g_c x_c D_c^(−β−1)
-    back = _axis_matmul(b, t, r, 1, np.ascontiguousarray(M.T))  # Σ_{c: k∈W(c)}
+    back = b.axis_matmul(t, r, 1, np.ascontiguousarray(M.T))  # Σ_{c: k∈W(c)}
     second = b.mul(b.mul(back, x), b.scalar(2.0 * alpha * beta / size, like=x))
     return [b.sub(b.mul(g, Dmb), second)]

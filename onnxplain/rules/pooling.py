@@ -12,25 +12,17 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from . import attr, gradient_rule
-from .linear import _runtime_same_begin, _spatial, transposed_conv_to, window_geometry
-
-
-def _dtype(t, b):
-    return np.dtype(t.dtype) if t.dtype is not None else b.dtype
+from ..graph import is_static, static_shape
+from .geometry import runtime_same_begin, spatial_dims, transposed_conv_to, window_geometry
+from .registry import attr, gradient_rule, optional_input
 
 
 def _flat_size(b, x):
     """[numel(x)] as an int64 vector (static when x's shape is)."""
-    shape = getattr(x, "shape", None)
-    if shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+    shape = static_shape(x)
+    if shape is not None:
         return b.ints([int(np.prod(shape, dtype=np.int64))])
     return b.reshape(b.op("Size", x), [1])
-
-
-def _zeros(b, shape_t, like):
-    """Zeros of run-time shape ``shape_t`` (int64 vector) and the dtype of ``like``."""
-    return b.op("Expand", b.scalar(0.0, like=like), shape_t)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,7 +43,7 @@ def max_pool(ctx, node, gouts):
         attrs = dict(node.attrs)
         attrs["storage_order"] = 0
         _, idx = b.op("MaxPool", x, n_out=2, hint="maxpool_idx", **attrs)
-    flat = b.op("ScatterElements", _zeros(b, _flat_size(b, x), x), b.reshape(idx, [-1]), b.reshape(g, [-1]),
+    flat = b.op("ScatterElements", b.zeros(_flat_size(b, x), x), b.reshape(idx, [-1]), b.reshape(g, [-1]),
                 axis=0, reduction="add")
     return [b.reshape_like(flat, x)]
 
@@ -63,7 +55,7 @@ def global_max_pool(ctx, node, gouts):
     xf = b.reshape(x, [0, 0, -1])
     idx = b.op("ArgMax", xf, axis=2, keepdims=1)
     gf = b.reshape(g, [0, 0, 1])
-    flat = b.op("ScatterElements", _zeros(b, b.shape(xf), x), idx, gf, axis=2)
+    flat = b.op("ScatterElements", b.zeros(b.shape(xf), x), idx, gf, axis=2)
     return [b.reshape_like(flat, x)]
 
 
@@ -87,8 +79,8 @@ def average_pool(ctx, node, gouts):
     nd = len(kernel)
     ceil = int(attr(node, "ceil_mode", 0))
     cip = int(attr(node, "count_include_pad", 0))
-    dt = _dtype(x, b)
-    n, o = _spatial(x), _spatial(y)
+    dt = b.dtype_of(x)
+    n, o = spatial_dims(x), spatial_dims(y)
     kern = b.const(np.ones([1, 1] + kernel, dtype=dt))
     if not ceil and pads is not None and all(d == 1 for d in dil) and (cip or not any(pads)):
         r = b.scalar(1.0 / float(np.prod(kernel)), like=x)  # every window divides by the kernel size
@@ -113,7 +105,7 @@ def average_pool(ctx, node, gouts):
         g1 = b.reshape(gr, [-1, 1] + o)
     else:
         g1 = b.reshape(gr, b.op("Concat", b.ints([-1, 1]), b.shape(y, start=2), axis=0))
-    pb = pads if pads is not None else _runtime_same_begin(b, x, mode, kernel, strides, dil)
+    pb = pads if pads is not None else runtime_same_begin(b, x, mode, kernel, strides, dil)
     dx1 = transposed_conv_to(b, g1, kern, x, kernel, strides, pb, dil, 1, crop=bool(ceil), out_size=o)
     return [b.reshape_like(dx1, x)]
 
@@ -122,12 +114,12 @@ def average_pool(ctx, node, gouts):
 def global_average_pool(ctx, node, gouts):
     """y[n,c] = mean over space of x[n,c]  ⇒  ∂x = g / (H·W…) broadcast over space."""
     b, x, g = ctx.b, node.inputs[0], gouts[0]
-    n = _spatial(x)
+    n = spatial_dims(x)
     if n is not None:
         gs_ = b.mul(g, b.scalar(1.0 / float(np.prod(n)), like=x))
     else:
         count = b.div(b.op("Size", x), b.op("Size", node.outputs[0]))
-        gs_ = b.div(g, b.cast(count, _dtype(x, b)))
+        gs_ = b.div(g, b.cast(count, b.dtype_of(x)))
     return [b.op("Expand", gs_, b.shape(x))]
 
 
@@ -139,8 +131,8 @@ def _reduce_axes(node):
     x = node.inputs[0]
     r = len(x.shape)
     axes = None
-    if len(node.inputs) > 1 and node.inputs[1].name:
-        t = node.inputs[1]
+    t = optional_input(node, 1)
+    if t is not None:
         if not isinstance(t, gs.Constant):
             raise OnnxplainError(f"{node.op} node '{node.name}' takes its axes from a computed tensor; "
                                  "re-export the model with constant axes")
@@ -168,11 +160,11 @@ def reduce_sum(ctx, node, gouts):
         return [g]
     if node.op == "ReduceMean":
         dims = [x.shape[a] for a in axes]
-        if all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims):
+        if all(is_static(d) for d in dims):
             g = b.mul(g, b.scalar(1.0 / float(np.prod(dims)), like=x))
         else:
             count = b.div(b.op("Size", x), b.op("Size", node.outputs[0]))
-            g = b.div(g, b.cast(count, _dtype(x, b)))
+            g = b.div(g, b.cast(count, b.dtype_of(x)))
     return [b.op("Expand", _keep(b, g, node, axes), b.shape(x))]
 
 
@@ -183,7 +175,7 @@ def reduce_max(ctx, node, gouts):
     axes = _reduce_axes(node)
     if not axes:
         return [g]
-    dt = _dtype(x, b)
+    dt = b.dtype_of(x)
     mask = b.cast(b.op("Equal", x, _keep(b, node.outputs[0], node, axes)), dt)
     cnt = b.reduce_sum(mask, axes, keepdims=True)
     return [b.mul(mask, b.div(_keep(b, g, node, axes), cnt))]

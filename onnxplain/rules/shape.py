@@ -1,13 +1,10 @@
-"""Gradient rules of shape ops: they move values without changing them, so their rules are exact for
-gradients and relevance alike.
+"""Gradient rules of shape ops (reshapes, permutations, Concat/Split, Slice, Gather, Pad, Expand, Tile).
 
-Ops that copy elements (Slice, Gather, Pad, Expand, Tile, Resize) have a vector-Jacobian product that
-sends every output element's gradient back to the input element(s) it was read from, summing where an
-input element was read several times. Static sizes are used when shape inference knows them; otherwise
-sizes and indices are computed at run time with Shape ops.
-
-Resize is linear in its input and separable per axis, so its vjp is the transpose of one small matrix
-per resized axis (see :func:`resize_matrix`).
+These ops move values without changing them, so their rules are exact for gradients and relevance alike.
+Ops that copy elements (Slice, Gather, Pad, Expand, Tile) have a vector-Jacobian product that sends every
+output element's gradient back to the input element(s) it was read from, summing where an input element
+was read several times. Static sizes are used when shape inference knows them; otherwise sizes and
+indices are computed at run time with Shape ops.
 """
 from __future__ import annotations
 
@@ -15,53 +12,26 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
-from ..graph import is_static
-from . import attr, gradient_rule, known_rank
+from .registry import attr, const_input, dims, gradient_rule, known_rank
 
 # ------------------------------------------------------------------------------------------------
 # private helpers
 # ------------------------------------------------------------------------------------------------
 
 
-
-
-def _dims(t):
-    """Static dims of ``t`` as a list of int or None (unknown); None when the rank is unknown."""
-    shape = getattr(t, "shape", None)
-    if shape is None:
-        return None
-    return [int(d) if is_static(d) else None for d in shape]
-
-
-def _present(node, i) -> bool:
-    return i < len(node.inputs) and bool(node.inputs[i].name)
-
-
-def _const_input(node, i, what):
-    """Values of optional input ``i`` (None when absent); a user error when it is not a constant."""
-    if not _present(node, i):
-        return None
-    t = node.inputs[i]
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    raise OnnxplainError(f"{node.op} node '{node.name}': the {what} input '{t.name}' is computed at run time; "
-                         "only constant values are supported — export the model with a fixed input size "
-                         "so that it folds to a constant")
-
-
-def _dim_t(b, t, axis, dims=None):
+def _dim_t(b, t, axis):
     """Dimension ``axis`` (≥ 0) of ``t`` as an int64 [1] tensor: a constant when static."""
-    dims = _dims(t) if dims is None else dims
-    if dims is not None and dims[axis] is not None:
-        return b.ints([dims[axis]])
+    td = dims(t)
+    if td is not None and td[axis] is not None:
+        return b.ints([td[axis]])
     return b.shape(t, start=axis, end=axis + 1)
 
 
-def _shape_t(b, t, dims=None):
-    """Full shape of ``t`` as an int64 tensor (constant when ``dims`` are all known)."""
-    dims = _dims(t) if dims is None else dims
-    if dims is not None and all(d is not None for d in dims):
-        return b.ints(dims)
+def _shape_t(b, t, tdims=None):
+    """Full shape of ``t`` as an int64 tensor (constant when its dims, or ``tdims``, are all known)."""
+    tdims = dims(t) if tdims is None else tdims
+    if tdims is not None and all(d is not None for d in tdims):
+        return b.ints(tdims)
     return b.shape(t)
 
 
@@ -94,11 +64,6 @@ def _shape_with(b, g, gdims, axis, d):
     return _concat_ints(b, parts)
 
 
-def _zeros(b, shape_t, like):
-    """Zeros of run-time shape ``shape_t`` with the dtype of ``like``."""
-    return b.op("Expand", b.scalar(0.0, like=like), shape_t)
-
-
 def _scatter_axis(b, g, gdims, axis, idx, d, like, accumulate):
     """r with r.shape = g.shape except dim ``axis`` = d, and r[.., idx[i], ..] (+)= g[.., i, ..].
 
@@ -113,7 +78,7 @@ def _scatter_axis(b, g, gdims, axis, idx, d, like, accumulate):
     else:
         idx_t = b.reshape(idx, shp)
     idx_t = b.op("Expand", idx_t, _shape_t(b, g, gdims))
-    data = _zeros(b, _shape_with(b, g, gdims, axis, d), like)
+    data = b.zeros(_shape_with(b, g, gdims, axis, d), like)
     return b.op("ScatterElements", data, idx_t, g, axis=axis, reduction="add" if accumulate else None)
 
 
@@ -136,19 +101,6 @@ def _imax(b, t, v):
 
 def _imin(b, t, v):
     return b.op("Min", t, b.ints([v]) if isinstance(v, (int, np.integer)) else v)
-
-
-def _axis_matmul(b, g, r, axis, A):
-    """Contract axis ``axis`` of ``g`` (size m) with the constant matrix ``A`` (m × n): the result has size n
-    along that axis, out[.., j, ..] = Σ_i g[.., i, ..] A[i, j]."""
-    if axis == r - 1:
-        return b.op("MatMul", g, b.const(np.ascontiguousarray(A)))
-    if axis == r - 2:
-        return b.op("MatMul", b.const(np.ascontiguousarray(A.T)), g)
-    perm = [i for i in range(r) if i != axis] + [axis]
-    inv = list(np.argsort(perm))
-    t = b.op("MatMul", b.transpose(g, perm), b.const(np.ascontiguousarray(A)))
-    return b.transpose(t, inv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,7 +166,7 @@ def concat(ctx, node, gouts):
     axis = int(attr(node, "axis")) % r
     if len(node.inputs) == 1:
         return [g]
-    sizes = _concat_ints(b, [(_dims(t)[axis] if _dims(t) and _dims(t)[axis] is not None
+    sizes = _concat_ints(b, [(dims(t)[axis] if dims(t) and dims(t)[axis] is not None
                               else b.shape(t, start=axis, end=axis + 1)) for t in node.inputs])
     pieces = b.op("Split", g, sizes, axis=axis, n_out=len(node.inputs))
     return [p if n else None for p, n in zip(pieces, need)]
@@ -229,7 +181,7 @@ def split(ctx, node, gouts):
         return [None] * len(node.inputs)
     r = known_rank(node, x)
     axis = int(attr(node, "axis", 0)) % r
-    parts = [g if g is not None else _zeros(b, _shape_t(b, y), x) for g, y in zip(gouts, node.outputs)]
+    parts = [g if g is not None else b.zeros(_shape_t(b, y), x) for g, y in zip(gouts, node.outputs)]
     out = parts[0] if len(parts) == 1 else b.op("Concat", *parts, axis=axis)
     return [out] + [None] * (len(node.inputs) - 1)
 
@@ -267,14 +219,14 @@ def slice_(ctx, node, gouts):
     if not ctx.needs_grad(x):
         return out
     r = known_rank(node, x)
-    starts = _const_input(node, 1, "starts").reshape(-1)
-    ends = _const_input(node, 2, "ends").reshape(-1)
-    axes = _const_input(node, 3, "axes")
+    starts = const_input(node, 1, "starts").reshape(-1)
+    ends = const_input(node, 2, "ends").reshape(-1)
+    axes = const_input(node, 3, "axes")
     axes = np.arange(len(starts)) if axes is None else axes.reshape(-1)
-    steps = _const_input(node, 4, "steps")
+    steps = const_input(node, 4, "steps")
     steps = np.ones(len(starts), np.int64) if steps is None else steps.reshape(-1)
-    xd = _dims(x)
-    gd = _dims(node.outputs[0]) or [None] * r
+    xd = dims(x)
+    gd = dims(node.outputs[0]) or [None] * r
     for a, s, e, st in zip(axes, starts, ends, steps):
         a, s, e, st = int(a) % r, int(s), int(e), int(st)
         if st == 0:
@@ -319,7 +271,7 @@ def gather(ctx, node, gouts):
     r = known_rank(node, x)
     a = int(attr(node, "axis", 0)) % r
     q = known_rank(node, ind)
-    xd = _dims(x)
+    xd = dims(x)
     d = xd[a]
     if isinstance(ind, gs.Constant):
         idx = np.asarray(ind.values).astype(np.int64).reshape(-1)
@@ -393,8 +345,8 @@ def pad(ctx, node, gouts):
     if not ctx.needs_grad(x):
         return out
     r = known_rank(node, x)
-    pads = _const_input(node, 1, "pads").reshape(-1).astype(np.int64)
-    axes = _const_input(node, 3, "axes")
+    pads = const_input(node, 1, "pads").reshape(-1).astype(np.int64)
+    axes = const_input(node, 3, "axes")
     axes = np.arange(r) if axes is None else axes.reshape(-1)
     full = np.zeros(2 * r, np.int64)
     n_ax = len(axes)
@@ -407,8 +359,8 @@ def pad(ctx, node, gouts):
         return out
     if mode not in ("edge", "reflect", "wrap"):
         raise OnnxplainError(f"Pad node '{node.name}' uses mode={mode}; supported: constant, edge, reflect, wrap")
-    xd = _dims(x)
-    gd = _dims(node.outputs[0]) or [None] * r
+    xd = dims(x)
+    gd = dims(node.outputs[0]) or [None] * r
     for a in range(r):
         pb, pe = int(full[a]), int(full[r + a])
         if pb == 0 and pe == 0:
@@ -447,148 +399,13 @@ def tile(ctx, node, gouts):
     if not ctx.needs_grad(x):
         return [None, None]
     r = known_rank(node, x)
-    reps = [int(v) for v in _const_input(node, 1, "repeats").reshape(-1)]
+    reps = [int(v) for v in const_input(node, 1, "repeats").reshape(-1)]
     if all(v == 1 for v in reps):
         return [g, None]
-    xd = _dims(x)
+    xd = dims(x)
     parts = []
     for i in range(r):
         parts += [reps[i], xd[i] if xd[i] is not None else b.shape(x, start=i, end=i + 1)]
     t = b.reshape(g, _concat_ints(b, parts))
     t = b.reduce_sum(t, [2 * i for i in range(r) if reps[i] != 1], keepdims=True)
     return [b.reshape_like(t, x), None]
-
-
-# ------------------------------------------------------------------------------------------------
-# Resize
-# ------------------------------------------------------------------------------------------------
-
-
-def _run_probe(node_attrs, in_shape, axis, scales, sizes, roi, probe_dtype=np.float32):
-    """Resize one unit vector per position of ``axis`` with the node's attributes; columns of the matrix."""
-    from onnx import helper, numpy_helper
-
-    n = in_shape[axis]
-    inits, names = [], ["x"]
-    for name, v, dt in (("roi", roi, np.float32), ("scales", scales, np.float32), ("sizes", sizes, np.int64)):
-        if v is None:
-            names.append("")
-        else:
-            inits.append(numpy_helper.from_array(np.asarray(v, dt), name))
-            names.append(name)
-    while names[-1] == "":
-        names.pop()
-    tp = helper.np_dtype_to_tensor_dtype(np.dtype(probe_dtype))
-    nd = helper.make_node("Resize", names, ["y"], **node_attrs)
-    graph = helper.make_graph([nd], "probe", [helper.make_tensor_value_info("x", tp, list(in_shape))],
-                              [helper.make_tensor_value_info("y", tp, None)], initializer=inits)
-    # opset 19 knows every Resize attribute of earlier versions with the same meaning
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
-    eye = np.eye(n, dtype=probe_dtype)
-    try:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        cols = [sess.run(None, {"x": eye[j].reshape(in_shape)})[0].reshape(-1) for j in range(n)]
-    except Exception:  # fall back to the ONNX reference implementation
-        from onnx.reference import ReferenceEvaluator
-
-        ref = ReferenceEvaluator(model)
-        cols = [np.asarray(ref.run(None, {"x": eye[j].reshape(in_shape)})[0]).reshape(-1) for j in range(n)]
-    return np.stack(cols, axis=1).astype(np.float64)  # (out, in)
-
-
-_PROBES: dict = {}  # resize matrices already computed, by attributes and sizes
-
-
-def resize_matrix(node, axis, rank, n_in, n_out, scale=None, size=None, roi=None):
-    """The (n_out × n_in) matrix of a Resize node along one axis.
-
-    Resize (nearest, linear, cubic; every coordinate_transformation_mode) is linear in its input and acts
-    on each axis independently, so y = A_H · x · A_Wᵀ per image for the two spatial axes. ``A`` is read off
-    at graph-build time by resizing unit vectors — rank-``rank`` tensors of size 1 except along ``axis`` —
-    with the node's own attributes (onnxruntime, or the ONNX reference implementation when that fails), so
-    it reproduces the runtime's coefficients; the extrapolation value of tf_crop_and_resize is set to 0
-    (that constant does not depend on x).
-    """
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in node.attrs.items() if k != "axes"}
-    if "extrapolation_value" in attrs:
-        attrs["extrapolation_value"] = 0.0
-    shape = [1] * rank
-    shape[axis] = n_in
-    scales = sizes = roi_full = None
-    if size is not None:
-        sizes = [1] * rank
-        sizes[axis] = size
-    else:
-        scales = [1.0] * rank
-        scales[axis] = scale
-    if roi is not None:
-        roi_full = [0.0] * rank + [1.0] * rank
-        roi_full[axis], roi_full[rank + axis] = roi
-    key = (tuple(sorted((k, repr(v)) for k, v in attrs.items())), tuple(shape), axis, repr(scales), repr(sizes),
-           repr(roi_full))
-    A = _PROBES.get(key)
-    if A is None:
-        A = _PROBES[key] = _run_probe(attrs, shape, axis, scales, sizes, roi_full)
-    if A.shape != (n_out, n_in):
-        raise OnnxplainError(f"Resize node '{node.name}': could not reproduce its output size along axis {axis}")
-    return A
-
-
-@gradient_rule("Resize")
-def resize(ctx, node, gouts):
-    """y = A_a ×_a x for each resized axis a (A_a: the constant n_out × n_in interpolation matrix of that
-    axis, see :func:`resize_matrix`)  ⇒  ∂x = A_aᵀ ×_a g, emitted as one MatMul per resized axis."""
-    b, x, g = ctx.b, node.inputs[0], gouts[0]
-    out = [None] * len(node.inputs)
-    if not ctx.needs_grad(x):
-        return out
-    r = known_rank(node, x)
-    y = node.outputs[0]
-    scales = _const_input(node, 2, "scales")
-    sizes = _const_input(node, 3, "sizes")
-    roi = _const_input(node, 1, "roi")
-    if scales is not None and scales.size == 0:
-        scales = None
-    if roi is not None and roi.size == 0:
-        roi = None
-    if scales is None and sizes is None:
-        raise OnnxplainError(f"Resize node '{node.name}' has neither scales nor sizes")
-    policy = attr(node, "keep_aspect_ratio_policy", "stretch")
-    if sizes is not None and policy != "stretch":
-        raise OnnxplainError(f"Resize node '{node.name}' uses keep_aspect_ratio_policy={policy}; only 'stretch' "
-                             "is supported — re-export the model with explicit scales")
-    axes = attr(node, "axes")
-    axes = list(range(r)) if axes is None else [int(a) % r for a in axes]
-    if roi is not None and attr(node, "coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize":
-        roi = None
-    xd, yd = _dims(x), _dims(y)
-    for i, a in enumerate(axes):
-        scale = None if scales is None else float(scales.reshape(-1)[i])
-        a_roi = None if roi is None else (float(roi.reshape(-1)[i]), float(roi.reshape(-1)[len(axes) + i]))
-        crop = a_roi is not None and a_roi != (0.0, 1.0)
-        n_in = xd[a]
-        if sizes is not None:
-            n_out = int(sizes.reshape(-1)[i])
-            if n_in == n_out and not crop:
-                continue  # an identity axis
-        else:
-            if scale == 1.0 and not crop:
-                continue
-            n_out = yd[a] if yd is not None and yd[a] is not None else None
-            if n_out is None and n_in is not None and not crop:
-                n_out = int(np.floor(n_in * scale))
-        if n_in is None or n_out is None:
-            raise OnnxplainError(f"Resize node '{node.name}' resizes axis {a}, whose size is not known statically; "
-                                 "export the model with a fixed spatial input size")
-        A = resize_matrix(node, a, r, n_in, n_out, scale=scale, size=n_out if sizes is not None else None,
-                          roi=a_roi)
-        if A.shape == (n_in, n_in) and np.array_equal(A, np.eye(n_in)):
-            continue
-        g = _axis_matmul(b, g, r, a, A.astype(np.dtype(x.dtype or b.dtype)))
-    out[0] = g
-    return out
