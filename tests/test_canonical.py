@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxplain
+from helpers import randn
 from nets import make, relu_cnn
 
 n = helper.make_node
@@ -20,10 +21,6 @@ def _run(model, x):
 
 def _canon_logits(c, x):
     return _run(c.to_onnx(), x)[0]
-
-
-def _x(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _bn_net(pre_activation=False):
@@ -58,7 +55,7 @@ def test_folding_and_stripping_keep_logits(pre_activation):
     for op in ("Identity", "Dropout", "Softmax", "ArgMax", "Mul", "Add"):
         assert op not in ops, op
     assert ops["Gemm"] == 1 and "MatMul" not in ops
-    x = _x((3, 3, 8, 8))
+    x = randn((3, 3, 8, 8), seed=0)
     # reference logits: the original graph up to the Softmax input
     ref = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(m)).extract_model(["x"], ["z"])
     np.testing.assert_allclose(_canon_logits(c, x), _run(ref, x)[0], rtol=1e-4, atol=1e-5)
@@ -72,7 +69,7 @@ def test_dynamic_batch_and_spatial_size():
              {"W": rng.standard_normal((4, 3, 3, 3)), "V": rng.standard_normal((4, 2))}, ["N", 3, "H", "W"])
     c = onnxplain.canonicalize(m)
     for shape in [(1, 3, 5, 7), (2, 3, 9, 4)]:
-        x = _x(shape)
+        x = randn(shape, seed=0)
         np.testing.assert_allclose(_canon_logits(c, x), _run(m, x)[0], rtol=1e-5, atol=1e-5)
 
 
@@ -81,7 +78,7 @@ def test_old_opset_with_initializers_as_inputs_is_upgraded():
     c = onnxplain.canonicalize(m)
     assert c.opset >= 17
     assert [t.name for t in c.graph.inputs] == ["x"]
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12), seed=0)
     ref = _run(relu_cnn(), x)[0]
     probs = np.exp(_canon_logits(c, x))
     np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), ref, rtol=1e-4, atol=1e-6)
@@ -141,7 +138,7 @@ def test_external_data_inside_folder_loads_and_outside_is_refused(tmp_path):
     onnx.save(onnx.ModelProto.FromString(m.SerializeToString()), inside / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
               location="weights.bin", size_threshold=0)
     c = onnxplain.canonicalize(inside / "model.onnx")
-    x = _x((1, 3, 12, 12))
+    x = randn((1, 3, 12, 12), seed=0)
     np.testing.assert_allclose(np.exp(_canon_logits(c, x)) / np.exp(_canon_logits(c, x)).sum(),
                                _run(m, x)[0], rtol=1e-4, atol=1e-6)
     # a model whose external data points outside its folder
@@ -169,7 +166,7 @@ def test_canonicalisation_does_not_touch_the_input_file(tmp_path):
 def test_every_opset_from_7_to_the_newest(opset):
     ir = 3 if opset < 9 else onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
     m = relu_cnn(opset=opset, ir_version=ir, inits_as_inputs=opset < 9)
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12), seed=0)
     res = onnxplain.Explainer(m, "input_t_gradient").explain(x)
     ref = onnxplain.Explainer(relu_cnn(), "input_t_gradient").explain(x)
     np.testing.assert_allclose(res.relevance, ref.relevance, rtol=1e-5, atol=1e-6)
@@ -195,7 +192,7 @@ def test_sklearn_style_outputs_label_and_zipmap_are_stripped():
     m.ir_version = 8
     c = onnxplain.canonicalize(m)
     assert set(c.ops) == {"Gemm"}
-    x = _x((3, 4))
+    x = randn((3, 4), seed=0)
     np.testing.assert_allclose(_canon_logits(c, x), x @ W + B, rtol=1e-5, atol=1e-5)
     res = onnxplain.Explainer(m, "gradient").explain(x, target=2)
     np.testing.assert_allclose(res.relevance, np.tile(W[:, 2], (3, 1)), rtol=1e-6)
@@ -205,12 +202,32 @@ def test_sklearn_style_outputs_label_and_zipmap_are_stripped():
 def test_large_weights_skip_the_serialising_checks_but_nothing_changes(monkeypatch, old_style):
     """The checker and shape inference run on a copy without large weights (declared as typed inputs);
     force that path on every weight and compare with the normal one."""
-    import onnxplain.canonical as canonical
+    import onnxplain.canonical.loading as loading
 
     m = relu_cnn(opset=9, inits_as_inputs=True, ir_version=3) if old_style else _bn_net(pre_activation=True)
-    x = _x((2, 3, 12, 12) if old_style else (2, 3, 8, 8))
+    x = randn((2, 3, 12, 12) if old_style else (2, 3, 8, 8), seed=0)
     ref = _canon_logits(onnxplain.canonicalize(m), x)
-    monkeypatch.setattr(canonical, "LIGHT_LIMIT", 0)
+    monkeypatch.setattr(loading, "LIGHT_LIMIT", 0)
     c = onnxplain.canonicalize(m)
     np.testing.assert_allclose(_canon_logits(c, x), ref, rtol=1e-6, atol=1e-6)
     assert all(t.shape is not None for t in c.graph.tensors().values())
+
+
+@pytest.mark.parametrize("after", [["Mul"], ["BatchNormalization"]])
+def test_gemm_with_a_per_row_bias_is_not_folded_into_and_keeps_alpha(after):
+    """A Gemm whose bias C differs per row (static batch) cannot take a per-channel scale: the op after it
+    stays, and the Gemm keeps its alpha and beta (they were once reset before the fold was given up)."""
+    rng = np.random.default_rng(0)
+    w = {"R": rng.standard_normal((4, 3)), "C": rng.standard_normal((2, 3))}
+    if after == ["Mul"]:
+        w["s"] = rng.uniform(0.5, 2, (1, 3))
+        tail = n("Mul", ["z", "s"], ["logits"])
+    else:
+        w.update(g=rng.uniform(0.5, 2, 3), b=rng.standard_normal(3), m=rng.standard_normal(3),
+                 v=rng.uniform(0.5, 2, 3))
+        tail = n("BatchNormalization", ["z", "g", "b", "m", "v"], ["logits"])
+    m = make([n("Gemm", ["x", "R", "C"], ["z"], alpha=2.0, beta=0.5), tail], w, [2, 4], out_shape=[2, 3])
+    c = onnxplain.canonicalize(m)
+    assert c.ops.get(after[0]) == 1
+    x = randn((2, 4), seed=0)
+    np.testing.assert_allclose(_canon_logits(c, x), _run(m, x)[0], rtol=1e-5, atol=1e-5)

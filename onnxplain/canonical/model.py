@@ -1,0 +1,61 @@
+"""The canonical model: a canonical graph (one image input, one logits output) and what was learnt about
+it while canonicalising (opset, layout, the source's ops, notes on each rewrite)."""
+from __future__ import annotations
+
+import collections
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .loading import export_graph
+
+
+@dataclass
+class CanonicalModel:
+    graph: gs.Graph
+    input_name: str
+    output_name: str
+    opset: int
+    layout: str | None  # "nchw", "nhwc" or None for non-image inputs
+    source: str = ""
+    source_ops: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def input(self) -> gs.Variable:
+        return self.graph.tensors()[self.input_name]
+
+    @property
+    def output(self) -> gs.Variable:
+        return self.graph.tensors()[self.output_name]
+
+    @property
+    def input_shape(self):
+        return list(self.input.shape or [])
+
+    @property
+    def dtype(self):
+        return np.dtype(self.input.dtype or np.float32)
+
+    @property
+    def ops(self) -> dict:
+        return dict(collections.Counter(n.op for n in self.graph.nodes))
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The canonical forward model: image input → logits."""
+        return export_graph(self.graph.copy())
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the weights of the canonical graph (names excluded), for patterns files."""
+        h = hashlib.sha256()
+        for node in self.graph.nodes:
+            h.update(node.op.encode())
+            for t in node.inputs:
+                if isinstance(t, gs.Constant):
+                    arr = np.ascontiguousarray(t.values)
+                    h.update(str(arr.shape).encode())
+                    h.update(arr.tobytes())
+        return h.hexdigest()[:16]
