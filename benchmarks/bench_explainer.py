@@ -32,6 +32,7 @@ import shapes  # noqa: E402
 import onnxplain  # noqa: E402
 from onnxplain import runtime  # noqa: E402
 from onnxplain.errors import OnnxplainError, UnsupportedOpError  # noqa: E402
+from onnxplain.methods import GraphMethod  # noqa: E402
 
 # Methods whose explainer is forward + one gradient-like backward pass: the 2.5× target applies.
 GRADIENT_FAMILY = {"gradient", "input_t_gradient", "guided_backprop", "deconvnet"}
@@ -84,8 +85,8 @@ def prepare(canonical, methods, device):
             continue
         try:
             ex = onnxplain.Explainer(canonical, method=m, device=device)
-            if ex.method.kind != "graph":
-                out[m] = f"not a graph method ({ex.method.kind})"
+            if not isinstance(ex.method, GraphMethod):
+                out[m] = f"not a graph method ({type(ex.method).__name__})"
                 continue
             t0 = time.perf_counter()
             model = ex.build()

@@ -23,7 +23,6 @@ from onnx import helper, numpy_helper
 
 import onnxplain
 from onnxplain import runtime
-from onnxplain.perturbation import forward_session
 
 
 def vgg_like(size=64, classes=10, widths=(16, 32, 64), seed=0) -> onnx.ModelProto:
@@ -90,7 +89,7 @@ def main():
 
     # ---- occlusion vs forward at the same batch size -------------------------------------------------
     occ = onnxplain.Explainer(canonical, "occlusion", window=8, strides=4, device=dev, batch_size=bs, progress=False)
-    fwd = forward_session(occ)
+    fwd = occ.runner.forward_session()
     print(f"device: {fwd.device} ({fwd.provider}); model: VGG-like, input (N, 3, {args.size}, {args.size}); "
           f"batch size {bs}")
     rows = occ.explain(x[:1]).extras["positions"] * len(x)

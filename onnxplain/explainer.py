@@ -1,89 +1,143 @@
-"""The Explainer: canonical model + method → explainer graph, run with onnxruntime or exported."""
+"""The Explainer: canonical model + method → explanations, run with onnxruntime or exported as one graph.
+
+:class:`Explainer` is the public entry point. It canonicalises the model, binds the method once, falls back
+to occlusion when asked and the method lacks rules, and owns a :class:`ModelRunner` — the onnxruntime
+sessions of the forward model and of explainer graphs, created once and reused on every call (nothing is
+serialised or hashed per call). Graph methods run their explainer graph (:mod:`onnxplain.explainer_graph`);
+model-level methods get the runner (the :class:`~onnxplain.methods.base.Runner` contract).
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
 from . import runtime
-from .canonical import CanonicalModel, canonicalize, export_graph
-from .engine import backward, missing_rules
+from .canonical import CanonicalModel, canonicalize
 from .errors import OnnxplainError, UnsupportedOpError
+from .explainer_graph import OUTPUTS, build_explainer
 from .fileio import atomic_write
-from .graph import Builder
-from .methods import get_method
+from .methods import Explanation, GraphMethod, get_method
 
-# ONNX forbids one name for a graph input and a graph output: the optional input is ``target``, the
-# class actually explained (given or top-1) comes back as ``target_out``.
-OUTPUTS = ("relevance", "logits", "target_out")
-RESERVED = OUTPUTS + ("target",)
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
 
 
-@dataclass
-class Explanation:
-    """Result of :meth:`Explainer.explain`."""
+class ModelRunner:
+    """Runs one canonical model for a method: its forward pass and the explainer graphs of graph methods.
 
-    relevance: np.ndarray  # shape of the input
-    logits: np.ndarray     # (N, classes)
-    target: np.ndarray     # (N,) int64
-    method: str = ""
-    extras: dict = field(default_factory=dict)
+    Sessions are created on first use and kept for the runner's lifetime."""
 
-    def __iter__(self):  # allows ``relevance, logits, target = ex.explain(x)``
-        return iter((self.relevance, self.logits, self.target))
+    def __init__(self, canonical: CanonicalModel, device: str = "auto", batch_size: int = 32):
+        self.canonical = canonical
+        self.device = device
+        self.batch_size = int(batch_size)
+        self._forward: runtime.Session | None = None
+        self._graphs: dict = {}  # id(method) -> (method, model, session or None)
+
+    @property
+    def input_name(self) -> str:
+        return self.canonical.input_name
+
+    def batch_cap(self, batch_size: int | None = None) -> int:
+        bs = int(batch_size or self.batch_size)
+        fixed = (self.canonical.input_shape or [None])[0]
+        if isinstance(fixed, (int, np.integer)) and fixed > 0:
+            bs = min(bs, int(fixed))
+        return max(bs, 1)
+
+    def forward_session(self) -> runtime.Session:
+        if self._forward is None:
+            self._forward = runtime.Session(self.canonical.to_onnx(), self.device)
+        return self._forward
+
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        return self.forward_session().run_batched({self.input_name: x}, batch_size=self.batch_cap(batch_size))[0]
+
+    def forward_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.forward_session().run({self.input_name: rows})[0]
+
+    def _entry(self, method: GraphMethod) -> list:
+        hit = self._graphs.get(id(method))
+        if hit is None or hit[0] is not method:
+            method.bind(self.canonical)
+            hit = self._graphs[id(method)] = [method, build_explainer(self.canonical, method), None]
+        return hit
+
+    def explainer_model(self, method: GraphMethod) -> onnx.ModelProto:
+        return self._entry(method)[1]
+
+    def explainer_session(self, method: GraphMethod) -> runtime.Session:
+        entry = self._entry(method)
+        if entry[2] is None:
+            entry[2] = runtime.Session(entry[1], self.device)
+        return entry[2]
+
+    def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+        sess = self.explainer_session(method)
+        return sess.run({self.input_name: rows, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
 
 
 class Explainer:
     """Explain an ONNX classifier with one method.
 
-    ``model`` is a path, bytes or ``onnx.ModelProto``. ``input``/``output`` override the automatic choice
-    of image input and logits tensor. Method options (e.g. ``postprocess="abs"``) go in ``**options``.
+    ``model`` is a path, bytes, an ``onnx.ModelProto`` or a :class:`CanonicalModel`. ``input``/``output``
+    override the automatic choice of image input and logits tensor. Method options (e.g.
+    ``postprocess="abs"``) go in ``**options``. With ``fallback=True`` a method that lacks rules for some op
+    is replaced by occlusion (``fallback_from`` and ``missing_ops`` say so); otherwise
+    :class:`UnsupportedOpError` names the ops and nodes. ``preprocessing``
+    (:class:`onnxplain.images.Preprocessing`) tells methods the input domain: z^B bounds of the box rules,
+    pixel-space baselines of Integrated Gradients.
     """
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 fallback: bool = False, **options):
+                 fallback: bool = False, preprocessing=None, **options):
         runtime.providers_for(device)  # validates the device early
+        if int(batch_size) < 1:
+            raise OnnxplainError("batch_size must be ≥ 1")
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output)
-        self.method = get_method(method, **options)
+        self.method = get_method(method, preprocessing=preprocessing, **options)
         self.method.bind(self.canonical)
-        self.device = device
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise OnnxplainError("batch_size must be ≥ 1")
-        self._model: onnx.ModelProto | None = None
+        self._model: onnx.ModelProto | None = None  # the exported graph of a model-level method
         self.fallback_from: str | None = None  # set when fallback=True replaced the method
-        if self.method.kind == "graph" or hasattr(self.method, "missing"):
-            missing = self.missing()
-            if missing:
-                if not fallback:
-                    raise UnsupportedOpError(self.method.name, missing)
-                self.fallback_from = self.method.name
-                self.missing_ops = missing
-                image = len(self.canonical.input_shape) == 4
-                self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
-                self.method.bind(self.canonical)
+        self.missing_ops: list = []
+        missing = self.method.missing()
+        if missing:
+            if not fallback:
+                raise UnsupportedOpError(self.method.name, missing)
+            self.fallback_from, self.missing_ops = self.method.name, missing
+            image = len(self.canonical.input_shape) == 4
+            self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
+            self.method.bind(self.canonical)
+        self.runner = ModelRunner(self.canonical, device, batch_size)
 
-    # ---- building ---------------------------------------------------------------------------
+    # ---- properties ---------------------------------------------------------------------------
     @property
     def input_name(self) -> str:
         return self.canonical.input_name
 
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.batch_size
+
     def missing(self) -> list:
         """[(op_type, node)] on the input→logits path the method has no rule for."""
-        return missing_for(self.canonical, self.method)
+        return self.method.missing()
 
+    # ---- building -----------------------------------------------------------------------------
     def build(self) -> onnx.ModelProto:
-        """The explainer model: inputs (image, optional target), outputs (relevance, logits, target)."""
+        """The explainer model: inputs (image, optional target), outputs (relevance, logits, target_out)."""
+        if isinstance(self.method, GraphMethod):
+            return self.runner.explainer_model(self.method)
         if self._model is None:
-            custom = getattr(self.method, "build_model", None)
-            self._model = custom(self) if custom else build_explainer(self.canonical, self.method)
+            self._model = self.method.build(self.runner)
         return self._model
 
     def export(self, path) -> str:
@@ -96,9 +150,6 @@ class Explainer:
         return path
 
     # ---- running ------------------------------------------------------------------------------
-    def _session(self):
-        return runtime.session(self.build(), self.device)
-
     def _check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
@@ -128,25 +179,22 @@ class Explainer:
 
     def logits(self, x) -> np.ndarray:
         """Forward pass of the canonical model: the logits."""
-        x = self._check_input(x)
-        sess = runtime.session(self.canonical.to_onnx(), self.device)
-        return sess.run_batched({self.input_name: x}, batch_size=self.batch_size)[0]
+        return self.runner.logits(self._check_input(x))
 
     def explain(self, x, target=None) -> Explanation:
         """Relevance of every input element for the target logit (default: the top-1 class)."""
         x = self._check_input(x)
         t = self._check_target(target, len(x))
-        if self.method.kind != "graph":  # perturbation and sampling methods run in Python
-            return self.method.explain(self, x, t)
-        sess = self._session()
+        if not isinstance(self.method, GraphMethod):  # perturbation and sampling methods run from Python
+            return self.method.explain(self.runner, x, t)
+        sess = self.runner.explainer_session(self.method)
         batched = {self.input_name: x}
         const = {}
         if t is None:
             const["target"] = np.zeros((0,), np.int64)
         else:
             batched["target"] = t
-        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.batch_size,
-                                            outputs=list(OUTPUTS))
+        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.batch_size, outputs=list(OUTPUTS))
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
                            extras={"provider": sess.provider})
 
@@ -158,11 +206,7 @@ def missing_for(canonical: CanonicalModel, method, **options) -> list:
     """[(op_type, node)] of nodes of ``canonical`` that ``method`` has no rule for ([] if none)."""
     m = get_method(method, **options)
     m.bind(canonical)
-    if m.kind != "graph":  # sampling methods built on a graph method report its missing rules
-        fn = getattr(m, "missing", None)
-        return fn(canonical) if fn is not None else []
-    g = canonical.graph
-    return missing_rules(g, g.inputs[0], g.outputs[0], m.rule_for)
+    return m.missing()
 
 
 def _fmt_shape(shape):
@@ -174,42 +218,4 @@ def write_model(model: onnx.ModelProto, path: str):
     atomic_write(path, lambda f: f.write(model.SerializeToString()), what="explainer model")
 
 
-def build_explainer(canonical: CanonicalModel, method) -> onnx.ModelProto:
-    """Forward graph + target selection + backward pass, as one ONNX model."""
-    g = canonical.graph.copy()
-    x, logits = g.inputs[0], g.outputs[0]
-    tensors = g.tensors()
-    for name in RESERVED:  # free the reserved names
-        if name in tensors and tensors[name] is not x:
-            tensors[name].name = f"{name}__model"
-    dtype = np.dtype(x.dtype or np.float32)
-    b = Builder(g, prefix="onnxplain", dtype=dtype, opset=canonical.opset)
-    # target: given, or the argmax of the logits when the (optional) input is empty
-    target_in = gs.Variable("target", dtype=np.int64, shape=["target_batch"])
-    argmax = b.op("ArgMax", logits, axis=1, keepdims=0)
-    n = b.shape(logits, start=0, end=1)
-    chosen = b.op("Slice", b.op("Concat", target_in, argmax, axis=0), b.ints([0]), n)
-    depth = b.op("Squeeze", b.shape(logits, start=1, end=2), b.ints([0]))
-    classes = b.op("Range", b.const(np.array(0, np.int64)), depth, b.const(np.array(1, np.int64)))
-    onehot = b.cast(b.op("Equal", b.op("Unsqueeze", chosen, b.ints([1])), classes), dtype)
-    seed = method.seed(b, logits, onehot)
-    result = backward(b, g, logits, seed, x, method.rule_for, getattr(method, "options", {}), method.name)
-    relevance = method.finish(b, result, x)
-    outs = []
-    for name, t, dt, shape in (("relevance", relevance, dtype, x.shape),
-                               ("logits", logits, dtype, logits.shape),
-                               ("target_out", chosen, np.int64, [logits.shape[0] if logits.shape else "N"])):
-        o = gs.Variable(name, dtype=dt, shape=shape)
-        g.nodes.append(gs.Node("Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o]))
-        outs.append(o)
-    g.inputs = [x, target_in]
-    g.outputs = outs
-    g.cleanup().toposort()
-    model = export_graph(g)
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((0,), np.int64), "target"))
-    model.doc_string = (f"onnxplain explainer, method={method.name}. Inputs: {x.name} and optional "
-                        "target (int64 [N]; empty = top-1). Outputs: relevance, logits, target_out.")
-    return model
-
-
-__all__ = ["Explainer", "Explanation", "UnsupportedOpError"]
+__all__ = ["Explainer", "Explanation", "ModelRunner", "UnsupportedOpError", "missing_for", "write_model"]

@@ -7,11 +7,8 @@ from onnx import helper
 
 import onnxplain
 from nets import linear_model, make, relu_cnn
+from helpers import randn
 from fdcheck import fd_gradient
-
-
-def _x(shape, seed=1):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def test_methods_listed():
@@ -25,7 +22,7 @@ def test_linear_model_gradient_is_weight_column(method):
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4)), rng.standard_normal(4)
     ex = onnxplain.Explainer(linear_model(w, b), method=method, device="cpu")
-    x = _x((3, 6))
+    x = randn((3, 6))
     res = ex.explain(x, target=[0, 2, 3])
     np.testing.assert_allclose(res.relevance, w[:, [0, 2, 3]].T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.logits, x @ w + b, rtol=1e-5, atol=1e-5)
@@ -34,7 +31,7 @@ def test_linear_model_gradient_is_weight_column(method):
 def test_input_t_gradient_of_linear_model():
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4)), np.zeros(4)
-    x = _x((2, 6))
+    x = randn((2, 6))
     res = onnxplain.Explainer(linear_model(w, b), method="input_t_gradient").explain(x, target=1)
     np.testing.assert_allclose(res.relevance, x * w[:, 1], rtol=1e-5, atol=1e-6)
 
@@ -42,7 +39,7 @@ def test_input_t_gradient_of_linear_model():
 def test_input_t_gradient_sums_to_logit_on_bias_free_relu_maxpool_net():
     # ReLU and max-pool nets without bias are positively homogeneous: Σ x ⊙ ∇f = f(x)
     m = relu_cnn(bias=False, softmax=True)
-    x = _x((3, 3, 12, 12))
+    x = randn((3, 3, 12, 12))
     res = onnxplain.Explainer(m, method="input_t_gradient").explain(x)
     logit = res.logits[np.arange(3), res.target]
     np.testing.assert_allclose(res.relevance.reshape(3, -1).sum(1), logit, rtol=1e-4, atol=1e-5)
@@ -50,7 +47,7 @@ def test_input_t_gradient_sums_to_logit_on_bias_free_relu_maxpool_net():
 
 def test_gradient_of_cnn_matches_finite_differences():
     m = relu_cnn(dtype=np.float32, softmax=False)
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12))
     res = onnxplain.Explainer(m, method="gradient").explain(x)
     fd = fd_gradient(m, x.astype(np.float32), res.target, eps=1e-3)
     np.testing.assert_allclose(res.relevance, fd, rtol=2e-2, atol=2e-3)
@@ -60,7 +57,7 @@ def test_softmax_is_stripped_and_logits_returned():
     m = relu_cnn(softmax=True)
     ex = onnxplain.Explainer(m)
     assert "Softmax" not in ex.canonical.ops
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12))
     res = ex.explain(x)
     probs = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     e = np.exp(res.logits - res.logits.max(1, keepdims=True))
@@ -70,7 +67,7 @@ def test_softmax_is_stripped_and_logits_returned():
 
 def test_target_default_explicit_and_broadcast():
     ex = onnxplain.Explainer(relu_cnn(), method="gradient")
-    x = _x((4, 3, 12, 12))
+    x = randn((4, 3, 12, 12))
     top = ex.explain(x)
     np.testing.assert_array_equal(top.target, top.logits.argmax(1))
     two = ex.explain(x, target=2)
@@ -82,7 +79,7 @@ def test_target_default_explicit_and_broadcast():
 
 
 def test_batching_gives_the_same_result():
-    x = _x((7, 3, 12, 12))
+    x = randn((7, 3, 12, 12))
     a = onnxplain.Explainer(relu_cnn(), batch_size=2).explain(x)
     b = onnxplain.Explainer(relu_cnn(), batch_size=64).explain(x)
     np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-5, atol=1e-7)
@@ -91,9 +88,9 @@ def test_batching_gives_the_same_result():
 def test_wrong_input_shape_is_a_clear_error():
     ex = onnxplain.Explainer(relu_cnn())
     with pytest.raises(onnxplain.OnnxplainError, match="expects"):
-        ex.explain(_x((2, 3, 10, 12)))
+        ex.explain(randn((2, 3, 10, 12)))
     with pytest.raises(onnxplain.OnnxplainError, match="rank"):
-        ex.explain(_x((3, 12, 12)))
+        ex.explain(randn((3, 12, 12)))
 
 
 @pytest.mark.parametrize("method", ["gradient", "input_t_gradient", "deconvnet", "guided_backprop"])
@@ -107,7 +104,7 @@ def test_export_passes_full_checker_and_matches_explain(tmp_path, method):
     assert [i.name for i in model.graph.input] == ["x", "target"]
     assert [o.name for o in model.graph.output] == ["relevance", "logits", "target_out"]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # fresh session
-    x = _x((3, 3, 12, 12))
+    x = randn((3, 3, 12, 12))
     rel, logits, tgt = sess.run(None, {"x": x})  # target omitted: top-1
     res = ex.explain(x)
     np.testing.assert_allclose(rel, res.relevance, rtol=1e-6, atol=1e-7)
@@ -146,12 +143,12 @@ def test_unknown_method_suggests_a_name():
 
 @pytest.mark.parametrize("kind", ["initializers", "constants", "inits_as_inputs"])
 def test_weight_storage_variants_give_the_same_explanation(kind):
-    ref = onnxplain.Explainer(relu_cnn()).explain(_x((2, 3, 12, 12)))
+    ref = onnxplain.Explainer(relu_cnn()).explain(randn((2, 3, 12, 12)))
     kw = {"constants": dict(weights_as_constants=True), "inits_as_inputs": dict(inits_as_inputs=True, ir_version=3),
           "initializers": {}}[kind]
     if kind == "inits_as_inputs":
         kw["opset"] = 9
-    res = onnxplain.Explainer(relu_cnn(**kw)).explain(_x((2, 3, 12, 12)))
+    res = onnxplain.Explainer(relu_cnn(**kw)).explain(randn((2, 3, 12, 12)))
     np.testing.assert_allclose(res.relevance, ref.relevance, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.logits, ref.logits, rtol=1e-5, atol=1e-5)
 
@@ -160,7 +157,7 @@ def test_model_from_bytes_and_path(tmp_path):
     m = relu_cnn()
     p = tmp_path / "m.onnx"
     onnx.save(m, p)
-    x = _x((1, 3, 12, 12))
+    x = randn((1, 3, 12, 12))
     a = onnxplain.Explainer(m.SerializeToString()).explain(x)
     b = onnxplain.Explainer(str(p)).explain(x)
     np.testing.assert_allclose(a.relevance, b.relevance)

@@ -8,14 +8,12 @@ from onnx import helper
 
 import nets
 import onnxplain
-from onnxplain.perturbation import Progress, RiseMasks, occlusion_windows
+from onnxplain.perturbation import RiseMasks, occlusion_windows
+from onnxplain.progress import Progress
 from nets import linear_model, make, relu_cnn
+from helpers import randn
 
 CNN = onnxplain.canonicalize(relu_cnn())
-
-
-def _x(shape, seed=1):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def linear_image_model(seed=0, shape=(2, 6, 7), classes=3):
@@ -46,7 +44,7 @@ def captum_occlusion(f, x, target, window, strides, baseline=0.0):
 def test_occlusion_on_linear_model_is_analytic():
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4)), rng.standard_normal(4)
-    x = _x((3, 6))
+    x = randn((3, 6))
     res = onnxplain.Explainer(linear_model(w, b), "occlusion").explain(x, target=[0, 2, 3])
     np.testing.assert_allclose(res.relevance, x * w[:, [0, 2, 3]].T, rtol=1e-5, atol=1e-6)
     # window 3, stride 1: each element gets the mean drop of the windows that contain it
@@ -63,7 +61,7 @@ def test_occlusion_on_linear_model_is_analytic():
                                             ((2, 4, 4), (2, 4, 4))])
 def test_disjoint_windows_tile_the_image_exactly(window, strides):
     m, w = linear_image_model()
-    x = _x((2, 2, 6, 7))
+    x = randn((2, 2, 6, 7))
     res = onnxplain.Explainer(m, "occlusion", window=window, strides=strides).explain(x, target=1)
     contrib = x.astype(np.float64) * w[..., 1]
     windows = occlusion_windows(x.shape[1:], window, strides)
@@ -95,7 +93,7 @@ def test_occlusion_positions_follow_captum():
                                   dict(window=(4, 4), strides=(4, 4), score="probability")])
 def test_occlusion_matches_captums_definition(opts):
     ex = onnxplain.Explainer(CNN, "occlusion", batch_size=7, **opts)
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12))
     res = ex.explain(x)
     win, strides = res.extras["window"], res.extras["strides"]
     if opts.get("score") == "probability":
@@ -115,7 +113,7 @@ def test_occlusion_matches_captums_definition(opts):
 
 def test_occlusion_blur_replacement_and_batching():
     m, w = linear_image_model()
-    x = _x((3, 2, 6, 7))
+    x = randn((3, 2, 6, 7))
     a = onnxplain.Explainer(m, "occlusion", window=(3, 3), strides=(3, 3), replacement="blur", sigma=1.0,
                             batch_size=1).explain(x, target=0)
     b = onnxplain.Explainer(m, "occlusion", window=(3, 3), strides=(3, 3), replacement="blur", sigma=1.0,
@@ -130,7 +128,7 @@ def test_occlusion_blur_replacement_and_batching():
 
 
 def test_occlusion_option_errors():
-    x = _x((1, 3, 12, 12))
+    x = randn((1, 3, 12, 12))
     for bad, match in ([{"window": (3, 13, 4)}, "exceeds"], [{"window": (1, 2, 2), "strides": (1, 3, 3)}, "larger"],
                        [{"window": (2, 2, 2, 2)}, "values"], [{"replacement": "noise"}, "replacement"],
                        [{"score": "softmax"}, "score"], [{"window": 0}, "≥ 1"]):
@@ -161,7 +159,7 @@ def test_fallback_to_occlusion_for_ops_without_rules():
     assert err.value.nodes[0][0] == op
     ex = onnxplain.Explainer(m, "gradient", fallback=True)
     assert ex.method.name == "occlusion" and ex.fallback_from == "gradient"
-    x = _x((4, 5))
+    x = randn((4, 5))
     res = ex.explain(x, target=2)
     assert res.method == "occlusion" and res.relevance.shape == x.shape
     ref = onnxplain.Explainer(m, "occlusion").logits  # occlusion works from the forward model only
@@ -196,7 +194,7 @@ def test_rise_masks_and_reproducibility():
     assert mk.shape == (50, 12, 12) and mk.min() >= 0 and mk.max() <= 1
     assert abs(mk.mean() - 0.3) < 0.1
     np.testing.assert_array_equal(mk[10:20], masks(10, 20))
-    x = _x((1, 3, 12, 12))
+    x = randn((1, 3, 12, 12))
     a = onnxplain.Explainer(CNN, "rise", n_masks=64, seed=3).explain(x)
     b = onnxplain.Explainer(CNN, "rise", n_masks=64, seed=3, batch_size=5).explain(x)
     np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-5, atol=1e-7)

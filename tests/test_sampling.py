@@ -9,10 +9,7 @@ import nets
 import onnxplain
 from onnxplain import quadrature
 from nets import linear_model, make, relu_cnn
-
-
-def _x(shape, seed=1, dtype=np.float32):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+from helpers import randn
 
 
 def smooth_mlp(seed=0, d=10, h=16, c=4, dtype=np.float32):
@@ -78,7 +75,7 @@ def test_step_rule_errors():
 def test_ig_on_linear_model_is_exact(rule):
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4)), rng.standard_normal(4)
-    x = _x((3, 6))
+    x = randn((3, 6))
     res = onnxplain.Explainer(linear_model(w, b), "integrated_gradients", quadrature=rule, steps=7).explain(
         x, target=[0, 2, 3])
     np.testing.assert_allclose(res.relevance, x * w[:, [0, 2, 3]].T, rtol=1e-5, atol=1e-6)
@@ -88,7 +85,7 @@ def test_ig_on_linear_model_is_exact(rule):
 def test_ig_trapezoid_keeps_captums_weight_sum():
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4)), rng.standard_normal(4)
-    x = _x((2, 6))
+    x = randn((2, 6))
     res = onnxplain.Explainer(linear_model(w, b), "integrated_gradients", quadrature="riemann_trapezoid",
                               steps=4).explain(x, target=1)
     np.testing.assert_allclose(res.relevance, 0.75 * x * w[:, 1], rtol=1e-5, atol=1e-6)
@@ -97,7 +94,7 @@ def test_ig_trapezoid_keeps_captums_weight_sum():
 @pytest.mark.parametrize("baseline", ["zeros", "black", "mean", "blur", "array"])
 def test_ig_baselines_on_linear_model(baseline):
     m, w = linear_image_model()
-    x = _x((2, 3, 6, 6))
+    x = randn((2, 3, 6, 6))
     opts = {"baseline": baseline}
     mean, std = np.array([0.4, 0.5, 0.6]), np.array([0.2, 0.25, 0.3])
     if baseline == "black":
@@ -109,7 +106,7 @@ def test_ig_baselines_on_linear_model(baseline):
         opts["sigma"] = 1.5
         xb = None
     elif baseline == "array":
-        arr = _x((3, 6, 6), seed=5)
+        arr = randn((3, 6, 6), seed=5)
         opts["baseline"] = arr
         xb = np.broadcast_to(arr, x.shape)
     else:
@@ -127,7 +124,7 @@ def test_ig_baselines_on_linear_model(baseline):
 
 def test_ig_completeness_within_one_percent_at_256_steps():
     m = MLP
-    x = _x((4, 10))
+    x = randn((4, 10))
     res = onnxplain.Explainer(m, "integrated_gradients", steps=256, quadrature="riemann_left",
                               internal_batch_size=256).explain(x)
     rows = np.arange(4)
@@ -140,7 +137,7 @@ def test_ig_completeness_within_one_percent_at_256_steps():
 
 def test_gauss_legendre_needs_fewer_steps_than_riemann():
     m = MLP
-    x = _x((4, 10))
+    x = randn((4, 10))
 
     def err(rule, steps):
         r = onnxplain.Explainer(m, "integrated_gradients", quadrature=rule, steps=steps).explain(x, target=1)
@@ -152,7 +149,7 @@ def test_gauss_legendre_needs_fewer_steps_than_riemann():
 
 
 def test_ig_internal_batch_size_does_not_change_the_result():
-    x = _x((3, 3, 12, 12))
+    x = randn((3, 3, 12, 12))
     a = onnxplain.Explainer(CNN, "integrated_gradients", steps=6, internal_batch_size=4).explain(x)
     b = onnxplain.Explainer(CNN, "integrated_gradients", steps=6, internal_batch_size=100).explain(x)
     np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-5, atol=1e-6)
@@ -175,7 +172,7 @@ def test_ig_options_and_errors():
 # ---- SmoothGrad --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("base", ["gradient", "input_t_gradient", "integrated_gradients"])
 def test_smoothgrad_without_noise_equals_the_base_method(base):
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12))
     extra = {"steps": 4} if base == "integrated_gradients" else {}
     ref = onnxplain.Explainer(CNN, base, **extra).explain(x)
     for zero in ({"noise": 0}, {"stdevs": 0.0}):
@@ -187,7 +184,7 @@ def test_smoothgrad_without_noise_equals_the_base_method(base):
 @pytest.mark.parametrize("variant", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 def test_smoothgrad_matches_the_definition(variant):
     m = MLP
-    x = _x((3, 10))
+    x = randn((3, 10))
     res = onnxplain.Explainer(m, "smoothgrad", samples=6, noise=0.2, seed=7, variant=variant).explain(x, target=2)
     z = np.random.default_rng(7).standard_normal((6, 10)).astype(np.float32)
     sigma = 0.2 * (x.max(1) - x.min(1))
@@ -199,7 +196,7 @@ def test_smoothgrad_matches_the_definition(variant):
 
 
 def test_smoothgrad_seed_is_reproducible_and_batch_independent():
-    x = _x((3, 3, 12, 12))
+    x = randn((3, 3, 12, 12))
     a = onnxplain.Explainer(CNN, "smoothgrad", samples=4, seed=11).explain(x)
     b = onnxplain.Explainer(CNN, "smoothgrad", samples=4, seed=11).explain(x)
     c = onnxplain.Explainer(CNN, "smoothgrad", samples=4, seed=12).explain(x)
@@ -211,7 +208,7 @@ def test_smoothgrad_seed_is_reproducible_and_batch_independent():
 
 def test_smoothgrad_absolute_stdevs_and_clean_last():
     m = MLP
-    x = _x((2, 10))
+    x = randn((2, 10))
     grad = onnxplain.Explainer(m, "gradient").explain(x).relevance
     clean = onnxplain.Explainer(m, "smoothgrad", samples=1, stdevs=5.0, clean_last=True).explain(x)
     np.testing.assert_allclose(clean.relevance, grad, rtol=1e-6)
@@ -249,7 +246,7 @@ def test_exported_ig_equals_python(tmp_path, rule, baseline):
                              **opts)
     model, sess = _check_exported(ex, tmp_path)
     assert [i.name for i in model.graph.input] == ["x", "target"]
-    x = _x((3, 3, 12, 12))
+    x = randn((3, 3, 12, 12))
     rel, logits, tgt, delta = sess.run(None, {"x": x})
     res = ex.explain(x)
     np.testing.assert_array_equal(tgt, res.target)
@@ -268,7 +265,7 @@ def test_exported_smoothgrad_equals_python(tmp_path, variant, base):
     ex = onnxplain.Explainer(CNN, "smoothgrad", base=base, variant=variant, samples=5, seed=21, **extra)
     model, sess = _check_exported(ex, tmp_path)
     assert [i.name for i in model.graph.input] == ["x", "target", "noise"]
-    x = _x((2, 3, 12, 12))
+    x = randn((2, 3, 12, 12))
     rel, logits, tgt = sess.run(None, {"x": x, "target": np.array([0, 2], np.int64)})
     res = ex.explain(x, target=[0, 2])
     np.testing.assert_allclose(rel, res.relevance, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(res.relevance).max()))
@@ -286,7 +283,7 @@ def test_exported_smoothgrad_with_stdevs_and_clean_last(tmp_path):
     m = MLP
     ex = onnxplain.Explainer(m, "smoothgrad", samples=3, stdevs=0.3, seed=2, clean_last=True)
     _, sess = _check_exported(ex, tmp_path)
-    x = _x((4, 10))
+    x = randn((4, 10))
     np.testing.assert_allclose(sess.run(["relevance"], {"x": x})[0], ex.explain(x).relevance, rtol=1e-4, atol=1e-6)
 
 
@@ -298,7 +295,7 @@ def test_in_graph_export_needs_a_dynamic_batch(tmp_path):
     ex = onnxplain.Explainer(m, "integrated_gradients", steps=4)
     with pytest.raises(onnxplain.OnnxplainError, match="fixed batch"):
         ex.export(tmp_path / "ig.onnx")
-    x = _x((2, 3, 2, 2))  # from Python it still runs, one row per call
+    x = randn((2, 3, 2, 2))  # from Python it still runs, one row per call
     res = ex.explain(x, target=1)
     np.testing.assert_allclose(res.relevance.reshape(2, -1), x.reshape(2, -1) * w[:, 1], rtol=1e-5, atol=1e-6)
 
@@ -318,7 +315,7 @@ def test_sampling_methods_report_missing_rules():
             onnxplain.Explainer(m, method)
         ex = onnxplain.Explainer(m, method, fallback=True)
         assert ex.fallback_from == method and ex.method.name == "occlusion"
-        assert ex.explain(_x((2, 5))).relevance.shape == (2, 5)
+        assert ex.explain(randn((2, 5))).relevance.shape == (2, 5)
 
 
 def test_methods_are_registered():

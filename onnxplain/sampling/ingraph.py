@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxplainError
-from ..perturbation import axis_roles, blur_matrix, default_sigma
+from ..perturbation.replacement import axis_roles, blur_matrix, default_sigma
+from .baselines import Baseline
 
-if TYPE_CHECKING:
-    from .methods import Baseline, IntegratedGradients, SmoothGrad
 
 
 class _Composer:
@@ -132,7 +129,8 @@ def _rename_graph(g: onnx.GraphProto, nm, prefix):
     g.node.extend(nodes)
 
 
-def _static_dims(canonical, what):
+def static_dims(canonical, what):
+    """The input's non-batch sizes, which must be static for what is built in-graph."""
     shape = canonical.input_shape
     dims = shape[1:]
     if not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
@@ -190,7 +188,7 @@ def _graph_baseline(c: _Composer, canonical, x, bl: Baseline, dtype):
         if not spatial:
             return x
         return c.reduce("ReduceMean", x, spatial, keepdims=True)
-    dims = _static_dims(canonical, "blur baseline")
+    dims = static_dims(canonical, "blur baseline")
     sigma = bl.sigma if bl.sigma is not None else default_sigma([None] + dims, spatial)
     y = x
     last = ndim - 1
@@ -219,17 +217,19 @@ def _opset(model):
     return max([imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")] or [17])
 
 
-def build_integrated_gradients(canonical, inner: onnx.ModelProto, ig: IntegratedGradients) -> onnx.ModelProto:
-    """One graph: x, optional target → relevance, logits, target_out, delta (IG steps tiled in-graph)."""
+def build_integrated_gradients(canonical, inner: onnx.ModelProto, alphas: np.ndarray, weights: np.ndarray,
+                               baseline: Baseline, rule: str) -> onnx.ModelProto:
+    """One graph: x, optional target → relevance, logits, target_out, delta (IG steps tiled in-graph).
+
+    ``inner`` is the gradient explainer of the same model; ``alphas``/``weights`` the quadrature of ``rule``."""
     _check_batch(canonical, "integrated_gradients")
     dtype = canonical.dtype
     ndim = len(canonical.input_shape)
     c = _Composer(_opset(inner))
     x_vi, target_vi, target_default, outs = _io(canonical, inner)
     x = canonical.input_name
-    alphas, weights = ig.quadrature()
     steps = len(alphas)
-    xb = _graph_baseline(c, canonical, x, ig.baseline, dtype)
+    xb = _graph_baseline(c, canonical, x, baseline, dtype)
     xb_full = c.op("Expand", xb, c.op("Shape", x))
     logits_all, logits, chosen, n = _prologue(c, canonical, canonical.to_onnx(), x, "target", extra_rows=xb_full)
     diff = c.op("Sub", x, xb)
@@ -255,32 +255,35 @@ def build_integrated_gradients(canonical, inner: onnx.ModelProto, ig: Integrated
     delta_vi.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(dtype)
     outputs = _outputs(c, [("relevance", relevance, outs["relevance"]), ("logits", logits, outs["logits"]),
                            ("target_out", chosen, outs["target_out"]), ("delta", delta, delta_vi)])
-    doc = (f"onnxplain explainer, method=integrated_gradients ({ig.rule}, {steps} steps, baseline "
-           f"{ig.baseline.kind}). Inputs: {x} and optional target (int64 [N]; empty = top-1). Outputs: "
+    doc = (f"onnxplain explainer, method=integrated_gradients ({rule}, {steps} steps, baseline "
+           f"{baseline.kind}). Inputs: {x} and optional target (int64 [N]; empty = top-1). Outputs: "
            "relevance, logits, target_out, delta (Σ relevance − (f(x) − f(baseline))).")
     return c.model([x_vi, target_vi], outputs, doc, defaults=[target_default], ir_version=inner.ir_version)
 
 
-def build_smoothgrad(canonical, inner: onnx.ModelProto, sg: SmoothGrad) -> onnx.ModelProto:
-    """One graph: x, optional target, optional noise → relevance, logits, target_out (copies tiled)."""
+def build_smoothgrad(canonical, inner: onnx.ModelProto, *, draws: np.ndarray, noise: float, stdevs: float | None,
+                     variant: str, description: str) -> onnx.ModelProto:
+    """One graph: x, optional target, optional noise → relevance, logits, target_out (copies tiled).
+
+    ``inner`` is the base method's explainer; ``draws`` the default standard normal draws (samples, ...);
+    σ is ``stdevs`` or ``noise`` × the input's range; ``variant`` smoothgrad|smoothgrad_sq|vargrad."""
     _check_batch(canonical, "smoothgrad")
-    dims = _static_dims(canonical, "smoothgrad")
+    dims = static_dims(canonical, "smoothgrad")
     dtype = canonical.dtype
     ndim = len(canonical.input_shape)
     c = _Composer(_opset(inner))
     x_vi, target_vi, target_default, outs = _io(canonical, inner)
     x = canonical.input_name
-    seed = 0 if sg.seed is None else sg.seed
-    z = sg.draws(dims, dtype, seed=seed)
+    z = np.asarray(draws, dtype)
     noise_vi = helper.make_tensor_value_info("noise", helper.np_dtype_to_tensor_dtype(dtype), ["samples"] + dims)
     noise_default = numpy_helper.from_array(z, "noise")
     _, logits, chosen, n = _prologue(c, canonical, canonical.to_onnx(), x, "target")
-    if sg.stdevs is not None:
-        sigma = c.init(np.asarray(sg.stdevs, dtype).reshape((1,) * ndim))
+    if stdevs is not None:
+        sigma = c.init(np.asarray(stdevs, dtype).reshape((1,) * ndim))
     else:
         flat = c.op("Flatten", x, axis=1)
         rng = c.op("Sub", c.reduce("ReduceMax", flat, [1], True), c.reduce("ReduceMin", flat, [1], True))
-        sigma = c.op("Mul", rng, c.init(np.asarray(sg.noise, dtype)))
+        sigma = c.op("Mul", rng, c.init(np.asarray(noise, dtype)))
         sigma = c.op("Reshape", sigma, c.ints([-1] + [1] * (ndim - 1)))
     s_count = c.op("Shape", "noise", start=0, end=1)
     noisy = c.op("Add", c.op("Unsqueeze", x, c.ints([0])),
@@ -291,16 +294,14 @@ def build_smoothgrad(canonical, inner: onnx.ModelProto, sg: SmoothGrad) -> onnx.
     a = c.op("Reshape", got["relevance"], c.op("Concat", s_count, c.op("Shape", x), axis=0))
     count = c.op("Cast", s_count, to=helper.np_dtype_to_tensor_dtype(dtype))
     mean = c.op("Div", c.reduce("ReduceSum", a, [0], False), count)
-    if sg.variant == "smoothgrad":
+    if variant == "smoothgrad":
         relevance = mean
     else:
         sq = c.op("Div", c.reduce("ReduceSum", c.op("Mul", a, a), [0], False), count)
-        relevance = sq if sg.variant == "smoothgrad_sq" else c.op("Sub", sq, c.op("Mul", mean, mean))
+        relevance = sq if variant == "smoothgrad_sq" else c.op("Sub", sq, c.op("Mul", mean, mean))
     outputs = _outputs(c, [("relevance", relevance, outs["relevance"]), ("logits", logits, outs["logits"]),
                            ("target_out", chosen, outs["target_out"])])
-    sigma_doc = f"stdevs {sg.stdevs}" if sg.stdevs is not None else f"noise {sg.noise} of the input range"
-    doc = (f"onnxplain explainer, method=smoothgrad (base {sg.base.name}, {sg.variant}, {sg.samples} samples, "
-           f"{sigma_doc}, seed {seed}{', clean last' if sg.clean_last else ''}). Inputs: {x}, optional target "
+    doc = (f"onnxplain explainer, method=smoothgrad ({description}). Inputs: {x}, optional target "
            "(int64 [N]; empty = top-1) and optional noise (standard normal draws [samples, ...]; default: the "
            "seeded draws). Outputs: relevance, logits, target_out.")
     return c.model([x_vi, target_vi, noise_vi], outputs, doc, defaults=[target_default, noise_default],
