@@ -1,0 +1,83 @@
+"""Static graph analysis for the LRP rules: what is known about a tensor or node before anything runs.
+
+* :func:`nonnegative` — a proof that a tensor is ≥ 0 (ReLU outputs and what pooling/reshaping keeps of
+  them): the rules then skip the x⁻ terms and pick z⁺ over w² in deep Taylor;
+* :func:`is_gate` — a tensor that only scales another one (sigmoid, hard-sigmoid, softmax);
+* :func:`trailing_bias` — the bias of a Linear layer exported as MatMul + Add;
+* :func:`producer_op` — the op behind a tensor, looking through Identity/Dropout/Cast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus", "HardSigmoid", "Sqrt"}
+PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
+                  "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Slice", "Gather", "Split",
+                  "ReduceMax", "ReduceMean", "ReduceSum", "Expand", "Tile", "Cast", "Concat", "Max"}
+_INDEX_INPUTS = ("Gather", "Slice", "Reshape", "Expand", "Tile")  # inputs after the first are indices/shapes
+GATE_OPS = {"Sigmoid", "HardSigmoid", "Softmax"}
+
+
+def nonnegative(t, _memo=None) -> bool:
+    """Static proof that tensor ``t`` is ≥ 0 (ReLU outputs, pooled/reshaped ReLU outputs, …)."""
+    memo = {} if _memo is None else _memo
+    if isinstance(t, gs.Constant):
+        return bool(np.all(t.values >= 0))
+    if t.name in memo:
+        return memo[t.name]
+    memo[t.name] = False  # cycles prove nothing
+    res = False
+    if t.inputs:
+        node = t.inputs[0]
+        if node.op in NONNEG_OPS:
+            res = True
+        elif node.op == "Clip" and len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant):
+            res = bool(np.all(node.inputs[1].values >= 0))
+        elif node.op in PRESERVING_OPS:
+            data = [i for i in node.inputs[:1 if node.op not in ("Concat", "Max") else None]
+                    if not (node.op in _INDEX_INPUTS and i is not node.inputs[0])]
+            res = all(nonnegative(i, memo) for i in data if i.name)
+        elif node.op in ("Add", "Mul"):
+            res = all(nonnegative(i, memo) for i in node.inputs)
+    memo[t.name] = res
+    return res
+
+
+def producer_op(t):
+    """The op type that produces ``t`` (through Identity, Dropout and Cast), or None for a graph input."""
+    while t.inputs and t.inputs[0].op in ("Identity", "Dropout", "Cast"):
+        t = t.inputs[0].inputs[0]
+    return t.inputs[0].op if t.inputs else None
+
+
+def is_gate(t) -> bool:
+    """A tensor that only scales another one: sigmoid/hard-sigmoid gates, attention weights."""
+    return producer_op(t) in GATE_OPS
+
+
+def trailing_bias(node):
+    """(Add node, b) when a MatMul's output feeds only ``Add(·, b)`` with a constant b along the last axis:
+    a Linear layer exported as MatMul + Add (token sequences), whose bias belongs to the layer; else
+    (None, None)."""
+    if node.op != "MatMul" or not isinstance(node.inputs[1], gs.Constant):
+        return None, None
+    y = node.outputs[0]
+    if len(y.outputs) != 1 or y.outputs[0].op != "Add":
+        return None, None
+    add = y.outputs[0]
+    other = [t for t in add.inputs if t is not y]
+    k = node.inputs[1].values.shape[-1]
+    if len(other) != 1 or not isinstance(other[0], gs.Constant) or other[0].values.size != k \
+            or other[0].values.shape[-1:] != (k,):
+        return None, None
+    return add, other[0].values.reshape(-1)
+
+
+def layer_params(node):
+    """(W, b) of a linear layer as arrays; b from the node's bias input or its trailing Add, else None."""
+    w = node.inputs[1].values
+    b = node.inputs[2].values if len(node.inputs) > 2 and node.inputs[2].name else None
+    if b is None:
+        b = trailing_bias(node)[1]
+    return w, b

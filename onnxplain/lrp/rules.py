@@ -1,0 +1,323 @@
+"""The LRP rules of a linear layer: one generic *modified forward / backward* step, configured per rule.
+
+Every rule for a linear op (Conv, ConvTranspose, Gemm, MatMul with a constant weight, …) is one
+configuration of Zennit's ``BasicHook``::
+
+    z'  = Σ_t  f(x'_t ; W'_t, b'_t)                  (modified forward, one term per input/param modifier)
+    s   = R_out ⊙ mask / st_ε(z')                    (st_ε(d) = d + ε·sign(d), sign(0) = +1)
+    R_in = coef · Σ_t  x'_t ⊙ ∂f(·; W'_t)ᵀ s          (modified backward = the layer's adjoint with W'_t)
+
+summed over groups (αβ has a positive and a negative group, γ one per sign of z). Parameter modifiers
+run in numpy at build time (weights are constants), so a rule costs one extra forward per term plus
+one transposed product per term (:func:`onnxplain.rules.linear_adjoint`); terms that vanish (x⁻ of a
+non-negative input) are skipped. A linear layer may also be given ``pass`` or ``gradient``.
+
+Notation of the formulas below: x the layer input, w_jk the weight from input j to output k, b_k the
+bias, z_k = Σ_j x_j w_jk + b_k, R_k the relevance at the output; a⁺ = max(a, 0), a⁻ = min(a, 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import OnnxplainError
+from ..rules import GRADIENT, linear_adjoint
+from .analysis import layer_params, nonnegative, trailing_bias
+
+DEFAULT_EPS = 1e-6  # Zennit's stabiliser (RULES.md §0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the generic modified-forward/backward step
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Term:
+    """One term of z' = Σ f(x'; W', b'): an input modifier and modified parameters."""
+
+    x: str  # "x", "pos", "neg", "ones", "low", "high"
+    w: np.ndarray
+    b: np.ndarray | None = None
+
+
+@dataclass
+class Group:
+    """Terms sharing one denominator z'; the group's relevance is scaled by ``coef``."""
+
+    coef: float
+    terms: list
+    mask: str | None = None  # None, "pos" (z > 0) or "neg" (z < 0) of the *original* output
+
+
+def _pos(a):
+    return None if a is None else np.maximum(a, 0)
+
+
+def _neg(a):
+    return None if a is None else np.minimum(a, 0)
+
+
+def _forward(ctx, node, x, w, bias):
+    """The layer ``node`` applied to ``x`` with weight ``w`` and bias ``bias`` (MatMul: added after)."""
+    b = ctx.b
+    wc = b.const(w.astype(node.inputs[1].values.dtype))
+    ins = [x, wc]
+    shift = None
+    if bias is not None and np.any(bias != 0):
+        shift = b.const(bias.astype(wc.values.dtype))
+        if node.op != "MatMul":  # MatMul has no bias input: add it after
+            ins.append(shift)
+            shift = None
+    out = b.op(node.op, *ins, **{k: v for k, v in node.attrs.items()})
+    return out if shift is None else b.add(out, shift)
+
+
+def _ones_sample(b, x):
+    """Ones shaped like one sample of x, (1, …): a constant when x's shape is static (onnxruntime then
+    folds the whole modified forward of the flat and w² rules at load time)."""
+    shape = x.shape
+    if shape is not None and all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:]):
+        return b.const(np.ones((1,) + tuple(int(d) for d in shape[1:]), dtype=np.dtype(x.dtype or b.dtype)))
+    shp = b.op("Concat", b.ints([1]), b.shape(x, start=1), axis=0)
+    return b.op("Expand", b.scalar(1.0, like=x), shp)
+
+
+def _sign(a) -> int | None:
+    if a is None or not np.any(a):
+        return 0
+    if np.all(a >= 0):
+        return 1
+    if np.all(a <= 0):
+        return -1
+    return None
+
+
+_X_SIGN = {"pos": 1, "neg": -1, "ones": 1}
+
+
+def _group_sign(terms, nonneg) -> int | None:
+    """+1 / −1 when every contribution x'ᵢ·w'ᵢⱼ (and bias) of the group is ≥ 0 / ≤ 0, else None."""
+    signs = set()
+    for t in terms:
+        xs = 1 if (t.x == "x" and nonneg) else _X_SIGN.get(t.x)
+        ws = _sign(t.w)
+        if xs is None or ws is None:
+            return None
+        signs.add(xs * ws)
+        bs = _sign(t.b)
+        if bs is None:
+            return None
+        signs.add(bs)
+    signs.discard(0)
+    return signs.pop() if len(signs) == 1 else (1 if not signs else None)
+
+
+def modified_step(ctx, node, R, groups, eps, bounds=None):
+    """R_in = Σ_groups coef · Σ_terms x'_t ⊙ W'_tᵀ(R·mask / st_ε(z'))."""
+    b = ctx.b
+    x = node.inputs[0]
+    nonneg = nonnegative(x)
+    cache = {}
+
+    def xmod(kind):
+        if kind not in cache:
+            if kind == "x" or (kind == "pos" and nonneg):
+                cache[kind] = x
+            elif kind == "pos":
+                cache[kind] = b.op("Relu", x)
+            elif kind == "neg":
+                cache[kind] = b.op("Min", x, b.scalar(0.0, like=x))
+            elif kind == "ones":  # one sample: the modified forward of ones broadcasts over the batch
+                cache[kind] = _ones_sample(b, x)
+            elif kind in ("low", "high"):
+                dtype = np.dtype(x.dtype or b.dtype)
+                cache[kind] = b.add(b.zeros_like(x), b.const(np.asarray(bounds[kind], dtype=dtype)))
+        return cache[kind]
+
+    out_terms = []
+    add, _ = trailing_bias(node)
+    z_orig = (add if add is not None else node).outputs[0]  # the layer output, bias included
+    for group in groups:
+        terms = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
+        if not terms:
+            continue
+        z = b.sum([_forward(ctx, node, xmod(t.x), t.w, t.b) for t in terms])
+        r = R
+        if group.mask is not None:
+            cmp = "Greater" if group.mask == "pos" else "Less"
+            r = b.mul(R, b.cast(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), z_orig.dtype))
+        s = b.safe_div(r, z, eps, like=z_orig, sign=_group_sign(terms, nonneg))
+        contrib = b.sum([linear_adjoint(b, node, s, t.w) if t.x == "ones"
+                         else b.mul(xmod(t.x), linear_adjoint(b, node, s, t.w)) for t in terms])
+        out_terms.append(contrib if group.coef == 1 else b.mul(contrib, b.scalar(group.coef, like=z_orig)))
+    if not out_terms:
+        return [None] * len(node.inputs)
+    return [b.sum(out_terms)] + [None] * (len(node.inputs) - 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# rules: small configurations of the step (RULES.md §1)
+# ------------------------------------------------------------------------------------------------
+def _bias_parts(b, mode):
+    """(bias for the positive group, bias for the negative group) under a bias convention."""
+    if b is None or mode == "none":
+        return None, None
+    if mode == "innvestigate":  # both denominators get the full bias (iNNvestigate AlphaBeta)
+        return b, b
+    return _pos(b), _neg(b)  # Zennit
+
+
+def _z(w, b, mode, params, node):
+    """LRP-0 (``z``) and LRP-ε (``epsilon``): R_j = Σ_k x_j w_jk R_k / st_ε(z_k)
+    (bias=false drops b from z_k)."""
+    return [Group(1.0, [Term("x", w, None if mode == "none" else b)])], None
+
+
+def _z_plus(w, b, mode, params, node):
+    """z⁺: R_j = Σ_k (x⁺_j w⁺_jk + x⁻_j w⁻_jk) R_k / st_ε(Σ_i x⁺_i w⁺_ik + x⁻_i w⁻_ik + b⁺_k)
+    (Zennit's b⁺; iNNvestigate's ZPlus and bias=false: no bias)."""
+    bp, _ = _bias_parts(b, "none" if mode == "innvestigate" else mode)
+    return [Group(1.0, [Term("pos", _pos(w), bp), Term("neg", _neg(w))])], None
+
+
+def _alpha_beta(w, b, mode, params, node):
+    """αβ (α − β = 1): R_j = Σ_k [α (x⁺_j w⁺_jk + x⁻_j w⁻_jk) / st_ε(z⁺_k)
+    − β (x⁺_j w⁻_jk + x⁻_j w⁺_jk) / st_ε(z⁻_k)] R_k, with z^± the sums of those contributions plus
+    b⁺ / b⁻ (Zennit), b / b (bias="innvestigate") or nothing (bias=false)."""
+    alpha, beta = float(params.get("alpha", 2.0)), float(params.get("beta", 1.0))
+    bp, bn = _bias_parts(b, mode)
+    groups = [Group(alpha, [Term("pos", _pos(w), bp), Term("neg", _neg(w))])]
+    if beta:
+        groups.append(Group(-beta, [Term("pos", _neg(w), bn), Term("neg", _pos(w))]))
+    return groups, None
+
+
+def _gamma(w, b, mode, params, node):
+    """LRP-γ (gamma=0.25): the contributions of z_k's sign are boosted by γ. Where z_k > 0,
+    c_jk = x_j w_jk + γ (x⁺_j w⁺_jk + x⁻_j w⁻_jk) and
+    D_k = z_k + γ (Σ_i x⁺_i w⁺_ik + x⁻_i w⁻_ik + b⁺_k); where z_k < 0 the same with (x⁺w⁻, x⁻w⁺, b⁻);
+    R_j = Σ_k c_jk R_k / st_ε(D_k)."""
+    g = float(params.get("gamma", 0.25))
+    bb = None if mode == "none" else b
+    bp, bn = _bias_parts(b, mode)
+    sc = lambda a: None if a is None else g * a  # noqa: E731
+    return [Group(1.0, [Term("x", w, bb), Term("pos", g * _pos(w), sc(bp)), Term("neg", g * _neg(w))], "pos"),
+            Group(1.0, [Term("x", w, bb), Term("pos", g * _neg(w), sc(bn)), Term("neg", g * _pos(w))], "neg")
+            ], None
+
+
+def _w_square(w, b, mode, params, node):
+    """w²: R_j = Σ_k w²_jk R_k / st_ε(Σ_i w²_ik) (DTD, iNNvestigate: no bias; bias="zennit" adds b²_k to
+    the denominator as Zennit)."""
+    b2 = b * b if (b is not None and params.get("bias") == "zennit") else None
+    return [Group(1.0, [Term("ones", w * w, b2)])], None
+
+
+def _flat(w, b, mode, params, node):
+    """flat: R_j = Σ_k R_k / st_ε(J_k), J_k the number of inputs of output k (w² with all weights 1)."""
+    return [Group(1.0, [Term("ones", np.ones_like(w))])], None
+
+
+def _z_box(w, b, mode, params, node):
+    """z^B (bounded input l ≤ x ≤ h): R_j = Σ_k (x_j w_jk − l_j w⁺_jk − h_j w⁻_jk) R_k
+    / st_ε(Σ_i x_i w_ik − l_i w⁺_ik − h_i w⁻_ik); l, h scalars or one value per channel / feature."""
+    bounds = {"low": _bound(params["low"], node), "high": _bound(params["high"], node)}
+    return [Group(1.0, [Term("x", w), Term("low", -_pos(w)), Term("high", -_neg(w))])], bounds
+
+
+_BUILDERS = {"z": _z, "epsilon": _z, "z_plus": _z_plus, "alpha_beta": _alpha_beta, "gamma": _gamma,
+             "w_square": _w_square, "flat": _flat, "z_box": _z_box}
+
+RULE_PARAMS = {
+    "z": {"epsilon", "bias"}, "epsilon": {"epsilon", "bias"}, "z_plus": {"bias", "epsilon"},
+    "alpha_beta": {"alpha", "beta", "bias", "epsilon"}, "gamma": {"gamma", "bias", "epsilon"},
+    "w_square": {"bias", "epsilon"}, "flat": {"epsilon"}, "z_box": {"low", "high", "epsilon"},
+    "pass": set(), "gradient": set(),
+}
+RULE_ALIASES = {"zero": "z", "lrp0": "z", "eps": "epsilon", "zplus": "z_plus", "alphabeta": "alpha_beta",
+                "wsquare": "w_square", "w2": "w_square", "zbox": "z_box", "bounded": "z_box",
+                "identity": "pass", "alpha_1_beta_0": "alpha_beta", "alpha_2_beta_1": "alpha_beta"}
+
+
+def rule_groups(name: str, node, params: dict):
+    """Terms and groups of linear-layer rule ``name`` for ``node``; returns (groups, eps, bounds)."""
+    w, b = layer_params(node)
+    eps = float(params.get("epsilon", DEFAULT_EPS))
+    mode = params.get("bias", True)
+    mode = "zennit" if mode is True else ("none" if mode is False else mode)
+    if mode not in ("zennit", "innvestigate", "none"):
+        raise OnnxplainError(f"bias must be true, false, 'zennit' or 'innvestigate', not {mode!r}")
+    if name not in _BUILDERS:
+        raise OnnxplainError(f"unknown LRP rule '{name}'; rules: {', '.join(sorted(RULE_PARAMS))}")
+    _check_values(name, params)
+    groups, bounds = _BUILDERS[name](w, b, mode, params, node)
+    return groups, eps, bounds
+
+
+def _check_values(name, params):
+    """αβ needs α − β = 1 and α, β ≥ 0; z^B needs both bounds."""
+    if name == "alpha_beta":
+        alpha, beta = float(params.get("alpha", 2.0)), float(params.get("beta", 1.0))
+        if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-9:
+            raise OnnxplainError(f"alpha_beta needs alpha - beta = 1 and alpha, beta >= 0 (got {alpha}, {beta})")
+    if name == "z_box" and ("low" not in params or "high" not in params):
+        raise OnnxplainError("rule z_box needs bounds low and high (in the model's normalised input space)")
+
+
+def _bound(v, node):
+    """A bound as an array broadcastable to the layer input: scalar, or one value per channel."""
+    a = np.asarray(v, dtype=np.float64)
+    x = node.inputs[0]
+    r = len(x.shape) if x.shape is not None else 4
+    if a.ndim == 1 and a.size > 1:
+        if node.op in ("Conv", "ConvTranspose"):
+            return a.reshape((1, -1) + (1,) * (r - 2))
+        return a.reshape((1,) * (r - 1) + (-1,))
+    return a
+
+
+# ---- rules without parameters, for any node ------------------------------------------------------
+def pass_rule(ctx, node, gouts):
+    """Pass (Zennit): the relevance goes unchanged to the (single) active input."""
+    out = [None] * len(node.inputs)
+    for i, t in enumerate(node.inputs):
+        if ctx.needs_grad(t):
+            out[i] = as_shape_of(ctx.b, gouts[0], t, node.outputs[0])
+            break
+    return out
+
+
+def as_shape_of(b, r, t, y):
+    """``r`` (shaped like ``y``) reshaped to ``t``'s shape where the static shapes of ``t`` and ``y`` differ."""
+    differs = t.shape is not None and y.shape is not None and list(t.shape) != list(y.shape)
+    return b.reshape_like(r, t) if differs else r
+
+
+def gradient_rule_of(ctx, node, gouts):
+    """Exact routing (shape ops, max-pool winner-takes-all): the op's gradient rule."""
+    return GRADIENT[node.op](ctx, node, gouts)
+
+
+def make_linear_rule(name, params):
+    """An engine rule applying LRP rule ``name`` (with ``params``) to a linear node; parameters are
+    checked now."""
+    name = RULE_ALIASES.get(name, name)
+    if name == "pass":
+        return pass_rule
+    if name == "gradient":
+        return gradient_rule_of
+    if name not in RULE_PARAMS:
+        raise OnnxplainError(f"unknown LRP rule '{name}'; rules: {', '.join(sorted(RULE_PARAMS))}")
+    unknown = set(params) - RULE_PARAMS[name]
+    if unknown:
+        raise OnnxplainError(f"rule {name} has no parameter(s) {', '.join(sorted(unknown))}; "
+                             f"it takes {', '.join(sorted(RULE_PARAMS[name])) or 'none'}")
+    _check_values(name, params)
+
+    def rule(ctx, node, gouts):
+        groups, eps, bounds = rule_groups(name, node, params)
+        return modified_step(ctx, node, gouts[0], groups, eps, bounds)
+
+    rule.lrp_name = name
+    rule.__doc__ = f"LRP rule {name} {params or ''}"
+    return rule
