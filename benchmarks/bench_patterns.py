@@ -49,7 +49,7 @@ def bench_model(name, size, width, batch, batches, repeats, device, estimator):
     data = [rng.standard_normal((batch, 3, size, size)).astype(np.float32) for _ in range(batches)]
     fwd = runtime.Session(canonical.to_onnx(), device)
     layers = P.find_layers(canonical.graph)
-    col = P._Collector(canonical, layers, estimator if estimator != "all" else "all", "activation", device)
+    col = P.Collector(canonical, layers, estimator if estimator != "all" else "all", "activation", device)
     col.add(data[0])  # builds the statistics graph and session
 
     def forward():

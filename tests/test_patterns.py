@@ -1,4 +1,6 @@
-"""PatternNet / PatternAttribution: statistics graph vs numpy, estimators, patterns files, methods, ρ(S)."""
+"""PatternNet / PatternAttribution fitting: statistics graph vs numpy, estimators, streaming, files, ρ(S).
+
+The methods, network shapes and commands are tested in test_pattern_methods.py."""
 import os
 
 import numpy as np
@@ -7,7 +9,7 @@ from onnx import helper
 
 import onnxplain
 from onnxplain import patterns as P
-from onnxplain.rules import GRADIENT
+from helpers import randn
 from nets import linear_model, make
 
 n_ = helper.make_node
@@ -88,8 +90,7 @@ CONV_CASES = {
 def test_conv_patterns_equal_numpy_im2col(case):
     kw = dict(CONV_CASES[case])
     model, w, b = conv_relu_model(**kw)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((7, kw.get("C", 4), kw.get("H", 9), kw.get("W", 8))).astype(np.float32)
+    x = randn((7, kw.get("C", 4), kw.get("H", 9), kw.get("W", 8)), seed=1)
     pats = P.fit_patterns(model, x, estimator="all", batch_size=3, device="cpu")
     name = pats.names[0]
     X, Y = conv_rows(x, w, kw.get("group", 1), kw.get("kernel", (3, 3)), kw.get("strides", (1, 1)),
@@ -164,7 +165,7 @@ def dense_relu_model(D=6, H=5, K=3, seed=0, dtype=np.float64, transB=1):
 @pytest.mark.parametrize("transB", [1, 0])
 def test_dense_two_component_equals_closed_form(transB):
     model, w1, b1, w2 = dense_relu_model(transB=transB)
-    x = np.abs(np.random.default_rng(3).standard_normal((300, 6))) + 0.1
+    x = randn((300, 6), seed=3, dtype=np.float64, positive=True) + 0.1
     pats = P.fit_patterns(model, x, batch_size=64, device="cpu")
     first = pats.names[0]
     z = x @ w1.T + b1
@@ -184,7 +185,7 @@ def test_dense_two_component_equals_closed_form(transB):
 
 def test_paper_regime_uses_sign_of_wx():
     model, w1, b1, _ = dense_relu_model()
-    x = np.random.default_rng(4).standard_normal((200, 6))
+    x = randn((200, 6), seed=4, dtype=np.float64)
     pats = P.fit_patterns(model, x, regime="paper", device="cpu")
     y = x @ w1.T
     np.testing.assert_allclose(pats.matrix(pats.names[0]), ref_two_component([x] * 5, y, y, w1), rtol=1e-9)
@@ -193,7 +194,7 @@ def test_paper_regime_uses_sign_of_wx():
 # ---- streaming and merging ------------------------------------------------------------------------------
 def test_streaming_equals_one_pass_and_merge_order_does_not_matter():
     model, *_ = conv_relu_model(strides=(2, 2), group=2, C=4, M=4)
-    x = np.random.default_rng(5).standard_normal((12, 4, 9, 8)).astype(np.float32)
+    x = randn((12, 4, 9, 8), seed=5)
     one = P.fit_statistics(model, x, moments="all", batch_size=12, device="cpu")
     streamed = P.fit_statistics(model, x, moments="all", batch_size=5, device="cpu")
     parts = [P.fit_statistics(model, x[i:j], moments="all", batch_size=4, device="cpu")
@@ -217,7 +218,7 @@ def test_streaming_equals_one_pass_and_merge_order_does_not_matter():
 
 def test_statistics_and_patterns_files_round_trip(tmp_path):
     model, *_ = conv_relu_model(group=2, C=4, M=4)
-    x = np.random.default_rng(6).standard_normal((6, 4, 9, 8)).astype(np.float32)
+    x = randn((6, 4, 9, 8), seed=6)
     stats = P.fit_statistics(model, x, moments="all", device="cpu")
     stats.save(tmp_path / "s.npz")
     back = P.Statistics.load(tmp_path / "s.npz")
@@ -230,88 +231,6 @@ def test_statistics_and_patterns_files_round_trip(tmp_path):
         np.testing.assert_allclose(loaded[name], pats[name], rtol=1e-6)
     np.testing.assert_allclose(back.patterns("all").matrix(pats.names[0]), pats.matrix(pats.names[0]), rtol=1e-12)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".onnxplain")]  # no temp files left
-
-
-# ---- methods --------------------------------------------------------------------------------------------
-def small_cnn(seed=0):
-    """Conv(s2)-Relu-Conv(groups 2, pad)-Relu-MaxPool-Flatten-Gemm-Relu-Gemm; input (N, 3, 10, 10)."""
-    rng = np.random.default_rng(seed)
-    w = {"W1": rng.standard_normal((4, 3, 3, 3)) * 0.5, "B1": rng.standard_normal(4) * 0.1,
-         "W2": rng.standard_normal((6, 2, 3, 3)) * 0.4, "B2": rng.standard_normal(6) * 0.1,
-         "W3": rng.standard_normal((8, 24)) * 0.3, "B3": rng.standard_normal(8) * 0.1,
-         "W4": rng.standard_normal((3, 8)) * 0.5}
-    nodes = [n_("Conv", ["x", "W1", "B1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]), n_("Relu", ["c1"], ["r1"]),
-             n_("Conv", ["r1", "W2", "B2"], ["c2"], group=2, pads=[1, 1, 1, 1]), n_("Relu", ["c2"], ["r2"]),
-             n_("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
-             n_("Flatten", ["p2"], ["f"]), n_("Gemm", ["f", "W3", "B3"], ["g3"], transB=1), n_("Relu", ["g3"], ["r3"]),
-             n_("Gemm", ["r3", "W4"], ["logits"], transB=1)]
-    return make(nodes, w, ["N", 3, 10, 10])
-
-
-def weights_as_patterns(model, fill=None):
-    canonical = onnxplain.canonicalize(model)
-    layers = P.find_layers(canonical.graph)
-    arr = {lay.name: (lay.wmat.copy() if fill is None else np.full(lay.wmat.shape, fill)) for lay in layers}
-    return P.Patterns(layers, {"two_component": arr}, "two_component")
-
-
-def test_patternnet_with_weights_as_patterns_is_the_gradient():
-    model = small_cnn()
-    x = np.random.default_rng(7).standard_normal((3, 3, 10, 10)).astype(np.float32)
-    grad = onnxplain.Explainer(model, method="gradient", device="cpu").explain(x, target=1)
-    pats = weights_as_patterns(model)
-    net = onnxplain.Explainer(model, method="pattern.net", patterns=pats, seed="onehot", device="cpu").explain(x, 1)
-    np.testing.assert_allclose(net.relevance, grad.relevance, rtol=1e-4, atol=1e-6)
-    net_y = onnxplain.Explainer(model, method="pattern.net", patterns=pats, device="cpu").explain(x, target=1)
-    np.testing.assert_allclose(net_y.relevance, grad.relevance * grad.logits[:, 1, None, None, None],
-                               rtol=1e-4, atol=1e-6)
-    # PatternAttribution with A = 1 uses W ⊙ 1 = W: the gradient, seeded with y_c
-    ones = weights_as_patterns(model, fill=1.0)
-    att = onnxplain.Explainer(model, method="pattern.attribution", patterns=ones, seed="onehot", device="cpu")
-    np.testing.assert_allclose(att.explain(x, target=1).relevance, grad.relevance, rtol=1e-4, atol=1e-6)
-
-
-def test_projection_option_normalises_per_sample():
-    model = small_cnn()
-    x = np.random.default_rng(8).standard_normal((2, 3, 10, 10)).astype(np.float32)
-    pats = weights_as_patterns(model)
-    res = onnxplain.Explainer(model, method="pattern.net", patterns=pats, project=True, device="cpu").explain(x)
-    np.testing.assert_allclose(np.abs(res.relevance).reshape(2, -1).max(1), 1.0, rtol=1e-6)
-
-
-def test_fitted_methods_run_and_export(tmp_path):
-    import onnxruntime as ort
-
-    model = small_cnn()
-    x = np.random.default_rng(9).standard_normal((40, 3, 10, 10)).astype(np.float32)
-    path = P.fit_patterns(model, x, batch_size=16, device="cpu").save(tmp_path / "p.npz")
-    for method in ("pattern.net", "pattern.attribution"):
-        ex = onnxplain.Explainer(model, method=method, patterns=path, device="cpu")
-        res = ex.explain(x[:4])
-        assert res.relevance.shape == (4, 3, 10, 10) and np.all(np.isfinite(res.relevance))
-        out = ex.export(tmp_path / f"{method}.onnx")
-        sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-        rel = sess.run(["relevance"], {"x": x[:4]})[0]
-        np.testing.assert_allclose(rel, res.relevance, rtol=1e-5, atol=1e-6)
-
-
-def test_wrong_or_missing_patterns_are_clear_errors(tmp_path):
-    model = small_cnn(seed=0)
-    other = small_cnn(seed=1)
-    x = np.random.default_rng(9).standard_normal((8, 3, 10, 10)).astype(np.float32)
-    path = P.fit_patterns(model, x, device="cpu").save(tmp_path / "p.npz")
-    with pytest.raises(onnxplain.OnnxplainError, match="differ from those the patterns were fitted on"):
-        onnxplain.Explainer(other, method="pattern.attribution", patterns=path)
-    with pytest.raises(onnxplain.OnnxplainError, match="patterns file not found.*fit-patterns"):
-        onnxplain.Explainer(model, method="pattern.attribution", patterns=tmp_path / "nope.npz")
-    with pytest.raises(onnxplain.OnnxplainError, match="needs patterns"):
-        onnxplain.Explainer(model, method="pattern.net")
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(onnxplain.OnnxplainError, match="not an onnxplain patterns file"):
-        onnxplain.Explainer(model, method="pattern.net", patterns=tmp_path / "bad.npz")
-    different = linear_model(np.ones((300, 3)), np.zeros(3))
-    with pytest.raises(onnxplain.OnnxplainError, match="different model"):
-        onnxplain.Explainer(different, method="pattern.net", patterns=path).build()
 
 
 # ---- signal and distractor ------------------------------------------------------------------------------
@@ -360,53 +279,6 @@ def test_signal_distractor_recovery():
         assert mass["lrp.z"] < mass["pattern.attribution"] - 0.3
 
 
-# ---- network shapes --------------------------------------------------------------------------------------
-def _shapes():
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks import shapes
-    return shapes
-
-
-@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "mobilenetv2"])
-def test_network_shapes(arch):
-    shapes = _shapes()
-    kw = {"vgg11": dict(width=1 / 16), "resnet18": dict(width=1 / 8), "mobilenetv2": dict(width=0.25)}[arch]
-    model = shapes.build(arch, size=32, classes=5, **kw)
-    x = np.random.default_rng(10).standard_normal((6, 3, 32, 32)).astype(np.float32)
-    pats = P.fit_patterns(model, x, batch_size=4, device="cpu")
-    canonical = onnxplain.canonicalize(model)
-    layers = P.find_layers(canonical.graph)
-    assert len(pats) == len(layers) == sum(n.op in ("Conv", "Gemm") for n in canonical.graph.nodes)
-    nodes = {n.name: n for n in canonical.graph.nodes}
-    for lay in layers:
-        a = pats.matrix(lay.name)
-        assert np.all(np.isfinite(a)), lay.name
-        wa = np.einsum("kj,kj->k", lay.wmat, a)
-        s = pats.statistics.sums[lay.name]
-        live = s["sm"] > 0 if "sm" in s else np.ones(lay.neurons, bool)
-        np.testing.assert_allclose(wa[live & (np.abs(a).sum(1) > 0)], 1.0, rtol=1e-3)
-        consumers = nodes[lay.name].outputs[0].outputs
-        consumer = consumers[0].op if consumers else None
-        if arch == "resnet18" and consumer == "Add":
-            assert lay.relu is not None  # the ReLU after the residual Add sets the regime
-        if arch == "mobilenetv2" and consumer == "Add":
-            assert lay.relu is None      # linear bottleneck: one regime
-    if arch == "mobilenetv2":
-        assert any(lay.group > 1 and lay.group == lay.neurons for lay in layers)  # depthwise
-    assert layers[-1].relu is None        # logits
-    missing = [op for op in ("MaxPool", "GlobalAveragePool") if op in canonical.ops and op not in GRADIENT]
-    if missing:
-        pytest.skip(f"no gradient rule for {missing} yet")
-    for method in ("pattern.net", "pattern.attribution"):
-        res = onnxplain.Explainer(model, method=method, patterns=pats, device="cpu").explain(x[:2])
-        assert res.relevance.shape == x[:2].shape and np.all(np.isfinite(res.relevance))
-        assert np.abs(res.relevance).sum() > 0
-
-
 # ---- ρ(S) ----------------------------------------------------------------------------------------------------
 def rho_direct(X, t, S):
     """Eq. (1) in-sample by brute force: 1 − max_v corr(t, vᵀ(x − S)) via least squares on the residual."""
@@ -420,8 +292,7 @@ def rho_direct(X, t, S):
 @pytest.mark.parametrize("target", ["linear", "output"])
 def test_signal_quality_matches_brute_force(target):
     model, w1, b1, w2 = dense_relu_model(D=5, H=4)
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((400, 5))
+    x = randn((400, 5), seed=11, dtype=np.float64)
     pats = P.fit_patterns(model, x, estimator="all", device="cpu")
     report = P.signal_quality(model, pats, x, split=False, target=target, batch_size=100, device="cpu")
     row = report.rows[0]
@@ -443,70 +314,3 @@ def test_signal_quality_matches_brute_force(target):
     if target == "linear":  # in-sample, S_a removes all linear correlation with y = wᵀx
         assert row.rho["S_a"] == pytest.approx(1.0, abs=1e-6)
     assert "S_w" in report.table()
-
-
-# ---- command line -----------------------------------------------------------------------------------------
-def test_fit_patterns_command_on_a_folder(tmp_path):
-    import onnx
-    from click.testing import CliRunner
-    from PIL import Image
-
-    from onnxplain.cli_patterns import fit_patterns_command, signal_quality_command
-
-    model = small_cnn()
-    onnx.save(model, tmp_path / "m.onnx")
-    rng = np.random.default_rng(12)
-    (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (14, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / f"{i}.png")
-    np.save(tmp_path / "imgs" / "more.npy", rng.standard_normal((4, 3, 10, 10)).astype(np.float32))
-    r = CliRunner().invoke(fit_patterns_command, [str(tmp_path / "m.onnx"), str(tmp_path / "imgs"), "-o",
-                                                  str(tmp_path / "p.npz"), "--estimator", "all", "--batch-size", "3",
-                                                  "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    assert "9 inputs" in r.output and "wrote" in r.output
-    pats = P.Patterns.load(tmp_path / "p.npz")
-    assert len(pats) == 4 and pats.samples == 9
-    r = CliRunner().invoke(fit_patterns_command, [str(tmp_path / "m.onnx"), str(tmp_path / "imgs"), "-o",
-                                                  str(tmp_path / "q.npz"), "--limit", "2", "--device", "cpu"])
-    assert r.exit_code == 0 and "2 inputs" in r.output
-    r = CliRunner().invoke(signal_quality_command, [str(tmp_path / "m.onnx"), str(tmp_path / "p.npz"),
-                                                    str(tmp_path / "imgs"), "--batch-size", "2", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    assert "S_a+-" in r.output
-    r = CliRunner().invoke(fit_patterns_command, [str(tmp_path / "m.onnx"), str(tmp_path / "none"), "-o",
-                                                  str(tmp_path / "x.npz")])
-    assert r.exit_code == 1 and "not found" in r.output
-
-
-def test_explain_and_export_commands_with_patterns(tmp_path):
-    import onnx
-    import onnxruntime as ort
-    from click.testing import CliRunner
-    from PIL import Image
-
-    from onnxplain.cli import main
-    from onnxplain.cli_patterns import fit_patterns_command
-
-    onnx.save(small_cnn(), tmp_path / "m.onnx")
-    rng = np.random.default_rng(13)
-    (tmp_path / "imgs").mkdir()
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    r = CliRunner().invoke(fit_patterns_command, [str(tmp_path / "m.onnx"), str(tmp_path / "imgs"), "-o",
-                                                  str(tmp_path / "p.npz"), "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["explain", str(tmp_path / "m.onnx"), str(tmp_path / "imgs" / "0.png"), "-m",
-                                  "pattern.attribution", "--patterns", str(tmp_path / "p.npz"), "-o",
-                                  str(tmp_path / "out")])
-    assert r.exit_code == 0, r.output
-    assert os.path.exists(tmp_path / "out" / "0.pattern.attribution.npy")
-    r = CliRunner().invoke(main, ["export", str(tmp_path / "m.onnx"), "-m", "pattern.net", "-O",
-                                  f"patterns={tmp_path / 'p.npz'}", "-o", str(tmp_path / "e.onnx")])
-    assert r.exit_code == 0, r.output
-    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
-    rel = sess.run(["relevance"], {"x": rng.standard_normal((2, 3, 10, 10)).astype(np.float32)})[0]
-    assert rel.shape == (2, 3, 10, 10) and np.all(np.isfinite(rel))
-    r = CliRunner().invoke(main, ["explain", str(tmp_path / "m.onnx"), str(tmp_path / "imgs" / "0.png"), "-m",
-                                  "pattern.attribution", "-O", "patterns=missing.npz"])
-    assert r.exit_code == 1 and "patterns file not found" in r.output

@@ -49,8 +49,13 @@ def _is_pathlike_list(data) -> bool:
     return isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(d, (str, os.PathLike)) for d in data)
 
 
-def count_samples(data) -> int | None:
-    """Number of samples in ``data`` if known without loading it, else None."""
+def count_samples(data, limit: int | None = None) -> int | None:
+    """Number of samples in ``data`` (at most ``limit``) if known without loading it, else None."""
+    n = _count(data)
+    return min(n, int(limit)) if n is not None and limit else n
+
+
+def _count(data) -> int | None:
     if isinstance(data, np.ndarray):
         return len(data)
     if _is_pathlike_list(data):

@@ -6,14 +6,23 @@ import os
 import numpy as np
 
 from .. import runtime
+from ..canonical import CanonicalModel, canonicalize
 from ..errors import OnnxplainError
 from .data import iter_batches
-from .estimators import _HINT, ESTIMATORS, Patterns
-from .layers import _canonical, find_layers
-from .statistics import Statistics, statistics_model
+from .estimators import ESTIMATORS
+from .layers import find_layers
+from .learned import Patterns
+from .statistics import Statistics
+from .statistics_graph import statistics_model
+from .store import HINT
 
 
-class _Collector:
+def as_canonical(model, input=None, output=None) -> CanonicalModel:
+    """``model`` if it is canonical already, else :func:`~onnxplain.canonical.canonicalize` of it."""
+    return model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
+
+
+class Collector:
     """Runs the statistics graph batch by batch and accumulates in float64."""
 
     def __init__(self, canonical, layers, moments, regime, device):
@@ -51,7 +60,7 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
     Memory does not grow with the data: each batch's sums are added to float64 accumulators.
     ``progress(n)`` is called after every batch with its size.
     """
-    canonical = _canonical(model, input, output)
+    canonical = as_canonical(model, input, output)
     runtime.providers_for(device)
     if int(batch_size) < 1:
         raise OnnxplainError("batch_size must be ≥ 1")
@@ -59,7 +68,7 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
     if not layers:
         raise OnnxplainError("the model has no Conv, Gemm or MatMul layer with constant weights between its "
                              "input and logits: there is nothing to fit patterns for")
-    col = _Collector(canonical, layers, moments, regime, device)
+    col = Collector(canonical, layers, moments, regime, device)
     for batch in iter_batches(data, canonical, int(batch_size), limit, **preprocessing):
         if len(batch):
             col.add(batch)
@@ -99,6 +108,16 @@ def as_patterns(patterns) -> Patterns:
         return Patterns.load(patterns)
     if patterns is None:
         raise OnnxplainError("this method needs patterns: pass --patterns FILE (Python: patterns=Patterns or a "
-                             f"patterns .npz path); {_HINT}")
+                             f"patterns .npz path); {HINT}")
     raise OnnxplainError(f"patterns must be a Patterns object or the path of a patterns file, "
                          f"not {type(patterns).__name__}")
+
+
+def fit_summary(pats: Patterns, path, seconds: float) -> str:
+    """What ``fit-patterns`` reports: :meth:`Patterns.summary` and where the patterns went, how many
+    inputs in how long on which device."""
+    stats = pats.statistics
+    rate = stats.samples / seconds if seconds > 0 else float("inf")
+    return (f"{pats.summary()}\nwrote {path}: {len(pats.layers)} layers, estimator {pats.estimator}, regime "
+            f"{pats.regime}, {stats.samples} inputs in {seconds:.1f} s ({rate:.1f}/s on "
+            f"{getattr(stats, 'device', '?')}), fingerprint {pats.fingerprint}")

@@ -3,7 +3,9 @@
 :func:`find_layers` lists the linear layers on the path from the input to the logits (Conv of any
 stride/padding/dilation/groups, Gemm, MatMul with a constant 2-D weight) as :class:`Layer` objects, each
 with the ReLU that sets its regime (:func:`regime_tensor`) and a hash of its weights; patterns are keyed
-by node name and checked against these hashes (:func:`layers_fingerprint` for a whole model).
+by node name and checked against these hashes (:func:`layers_fingerprint` for a whole model). Whether a
+node is a linear layer at all is decided by :func:`onnxplain.rules.linear.linear_layer`; :func:`pattern_layer`
+adds only what patterns need on top.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..canonical import CanonicalModel, canonicalize
 from ..engine import path_nodes
 from ..errors import OnnxplainError
 from ..graph import static_shape
 from ..rules import attr
-from ..rules.linear import conv_geometry
+from ..rules.geometry import conv_geometry
+from ..rules.linear import linear_layer
+
+PATTERN_OPS = ("Conv", "Gemm", "MatMul")  # the linear ops that get patterns (not ConvTranspose)
 
 
 @dataclass
@@ -94,40 +98,38 @@ def _is_const(t) -> bool:
     return isinstance(t, gs.Constant)
 
 
-def _layer(node, active=None) -> Layer | None:
-    """The :class:`Layer` of ``node`` if it is a linear layer with constant weights, else None."""
+def pattern_layer(node, active=None) -> Layer | None:
+    """The :class:`Layer` of ``node`` if it is a linear layer (:func:`~onnxplain.rules.linear.linear_layer`:
+    constant weight, activation input, constant bias) that gets patterns, else None. On top of the shared
+    predicate: Conv, Gemm or MatMul only, input on the path (``active``), MatMul with a 2-D weight and an
+    input of known rank ≥ 2; a Gemm with transA=1 or a per-sample bias is an error (not silently skipped)."""
     ins = node.inputs
-    if len(ins) < 2 or not _is_const(ins[1]) or _is_const(ins[0]):
+    if node.op not in PATTERN_OPS or len(ins) < 2 or (active is not None and ins[0].name not in active):
         return None
-    if active is not None and ins[0].name not in active:
+    if node.op == "Gemm" and int(attr(node, "transA", 0)) and _is_const(ins[1]) and not _is_const(ins[0]):
+        raise OnnxplainError(f"Gemm node '{node.name}' uses transA=1; patterns need the samples as rows "
+                             "(re-export the model with transA=0)")
+    if not linear_layer(node):
         return None
     w = ins[1].values
-    bias = None
+    has_bias = len(ins) > 2 and bool(ins[2].name)
     if node.op == "Conv":
-        if len(ins) > 2 and ins[2].name:
-            if not _is_const(ins[2]):
-                return None
-            bias = ins[2].values.astype(np.float64).reshape(-1)
+        bias = ins[2].values.astype(np.float64).reshape(-1) if has_bias else None
         return Layer(node.name, "Conv", w.astype(np.float64), "conv", bias, tuple(conv_geometry(node)),
                      sha=_weight_sha(node))
     if node.op == "Gemm":
-        if int(attr(node, "transA", 0)):
-            raise OnnxplainError(f"Gemm node '{node.name}' uses transA=1; patterns need the samples as rows "
-                                 "(re-export the model with transA=0)")
         tb = int(attr(node, "transB", 0))
         alpha, beta = float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
         wm = alpha * (w if tb else w.T).astype(np.float64)
-        m = wm.shape[0]
-        if len(ins) > 2 and ins[2].name:
-            if not _is_const(ins[2]):
-                return None
+        m, bias = wm.shape[0], None
+        if has_bias:
             c = ins[2].values.astype(np.float64) * beta
             if c.size not in (1, m) or (c.ndim == 2 and c.shape[0] != 1):
                 raise OnnxplainError(f"Gemm node '{node.name}' has a per-sample bias of shape {c.shape}; "
                                      "patterns need a per-neuron bias")
             bias = np.broadcast_to(c.reshape(-1), (m,)).copy()
         return Layer(node.name, "Gemm", wm, "rows" if tb else "cols", bias, sha=_weight_sha(node))
-    if node.op == "MatMul" and w.ndim == 2 and ins[0].shape is not None and len(ins[0].shape) >= 2:
+    if w.ndim == 2 and ins[0].shape is not None and len(ins[0].shape) >= 2:  # MatMul
         return Layer(node.name, "MatMul", w.T.astype(np.float64), "cols", sha=_weight_sha(node))
     return None
 
@@ -183,16 +185,12 @@ def find_layers(graph: gs.Graph, x=None, out=None) -> list:
     nodes, active = path_nodes(graph, x, out)
     layers = []
     for node in nodes:
-        lay = _layer(node, active)
+        lay = pattern_layer(node, active)
         if lay is not None:
             r = regime_tensor(node.outputs[0])
             lay.relu = r.name if r is not None else None
             layers.append(lay)
     return layers
-
-
-def _canonical(model, input=None, output=None) -> CanonicalModel:
-    return model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
 
 
 def layers_fingerprint(layers) -> str:

@@ -8,22 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from ..canonical import CanonicalModel
 from ..engine import path_nodes
 from ..errors import OnnxplainError
-from ..methods import Method, register
-from ..rules import GRADIENT
-from ..rules.linear import conv_vjp
-from .estimators import _HINT, Patterns, _check_layers
+from ..methods import GraphMethod, register
+from ..rules import GRADIENT, attr
+from ..rules.linear import linear_adjoint
 from .fitting import as_patterns
-from .layers import _is_const, _layer
+from .layers import PATTERN_OPS, pattern_layer
+from .learned import Patterns, check_layers
+from .store import HINT
 
 SEEDS = ("logit", "onehot")
 
 
 @dataclass
-class PatternMethod(Method):
+class PatternMethod(GraphMethod):
     """Backward pass with the patterns in place of the weights (RULES.md §5).
 
     Every pattern layer's Wᵀg becomes Aᵀg (``attribution=False``: PatternNet, the signal) or (W ⊙ A)ᵀg
@@ -43,37 +45,51 @@ class PatternMethod(Method):
     _bottlenecks: set = field(default_factory=set)
     _checked: dict = field(default_factory=dict)
 
-    def bind(self, canonical: CanonicalModel):
-        """Check the patterns against the whole model (called by the Explainer when it supports it)."""
+    def _prepare(self, canonical: CanonicalModel, path: list):
+        """Check the patterns against the whole model and the layers on the input→logits path; find the
+        bottleneck tensors for ``project``."""
         self.patterns.check(canonical)
+        model_layers = {}
+        for node in path:
+            lay = pattern_layer(node)
+            if lay is not None:
+                model_layers[lay.name] = lay.sha
+        check_layers(self.patterns, model_layers)
+        g = canonical.graph
+        self._bottlenecks = _bottleneck_tensors(g, g.inputs[0], g.outputs[0]) if self.project else set()
 
     def _matrix(self, node) -> np.ndarray | None:
-        """The matrix that replaces the weight of ``node`` (neuron-major), None if it is no pattern layer."""
-        key = (node.name, id(node.inputs[1].values) if len(node.inputs) > 1 and _is_const(node.inputs[1]) else 0)
+        """The weight that replaces the one of ``node`` in its backward pass, shaped like the node's weight
+        (``A`` or ``W ⊙ A`` in the model's layout, Gemm's alpha divided out since the adjoint applies it),
+        None if ``node`` is no pattern layer."""
+        w = node.inputs[1] if len(node.inputs) > 1 else None
+        key = (node.name, id(w.values) if isinstance(w, gs.Constant) else 0)
         if key in self._checked:
             return self._checked[key]
-        lay = _layer(node)
+        lay = pattern_layer(node)
         mat = None
         if lay is not None:
             pats = self.patterns
             if lay.name not in pats:
                 raise OnnxplainError(f"the patterns have no entry for layer '{lay.name}' ({lay.op}): they were "
-                                     f"fitted on a different model; {_HINT}")
+                                     f"fitted on a different model; {HINT}")
             ref = pats.layer(lay.name)
             if ref.sha != lay.sha:
                 raise OnnxplainError(f"the weights of layer '{lay.name}' differ from those the patterns were "
-                                     f"fitted on (fingerprint {ref.sha} vs {lay.sha}); {_HINT}")
+                                     f"fitted on (fingerprint {ref.sha} vs {lay.sha}); {HINT}")
             est = self.estimator or ("two_component" if self.attribution and
                                      "two_component" in pats.estimators else pats.estimator)
             a = pats.matrix(lay.name, est)
-            mat = lay.wmat * a if self.attribution else a
-            mat = mat.reshape(lay.weight.shape)
+            mat = lay.to_model_layout(lay.wmat * a if self.attribution else a)  # neuron-major → node layout
+            alpha = float(attr(node, "alpha", 1.0)) if node.op == "Gemm" else 1.0
+            if alpha not in (0.0, 1.0):  # the Gemm adjoint applies alpha again (α = 0: the adjoint is 0)
+                mat = mat / alpha
         self._checked[key] = mat
         return mat
 
     def rule_for(self, node):
         rule = None
-        if node.op in ("Conv", "Gemm", "MatMul"):
+        if node.op in PATTERN_OPS:
             mat = self._matrix(node)
             if mat is not None:
                 rule = _pattern_rule(mat)
@@ -83,33 +99,18 @@ class PatternMethod(Method):
         return rule
 
     def seed(self, b, logits, onehot):
-        graph, x = b.graph, b.graph.inputs[0]
-        nodes, _ = path_nodes(graph, x, logits)
-        model_layers = {}
-        for node in nodes:
-            lay = _layer(node)
-            if lay is not None:
-                model_layers[lay.name] = lay.sha
-        _check_layers(self.patterns, model_layers)
-        if self.project:
-            self._bottlenecks = _bottleneck_tensors(graph, x, logits)
         return b.mul(onehot, logits) if self.seed_mode == "logit" else onehot
 
     def finish(self, b, result, x):
         return _project(b, result, x) if self.project else result
 
 
-def _pattern_rule(mat):
+def _pattern_rule(weight):
     def rule(ctx, node, gouts):
         """g_in = Mᵀg with M = A (PatternNet) or W ⊙ A (PatternAttribution) in place of W; no bias."""
-        b, g, x = ctx.b, gouts[0], node.inputs[0]
         out = [None] * len(node.inputs)
-        if not ctx.needs_grad(x):
-            return out
-        if node.op == "Conv":
-            out[0] = conv_vjp(b, node, g, b.const(mat))
-        else:  # Gemm / MatMul: y = x Wᵀ (neuron-major W) ⇒ g_in = g M
-            out[0] = b.op("MatMul", g, b.const(np.ascontiguousarray(mat.reshape(mat.shape[0], -1))))
+        if ctx.needs_grad(node.inputs[0]):
+            out[0] = linear_adjoint(ctx.b, node, gouts[0], weight)
         return out
     rule.__name__ = "pattern_rule"
     return rule

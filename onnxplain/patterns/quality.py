@@ -7,9 +7,10 @@ import numpy as np
 
 from ..errors import OnnxplainError
 from .data import iter_batches
-from .estimators import Patterns, _check_layers, _per_neuron, _safe
-from .fitting import _Collector, as_patterns
-from .layers import Layer, _canonical, find_layers
+from .estimators import per_neuron, safe_denominator
+from .fitting import Collector, as_canonical, as_patterns
+from .layers import Layer, find_layers
+from .learned import Patterns, check_layers
 from .statistics import Statistics
 
 
@@ -66,13 +67,13 @@ def signal_quality(model, patterns, data, batch_size: int = 64, device: str = "a
     """
     if target not in TARGETS:
         raise OnnxplainError(f"target must be one of {', '.join(TARGETS)}, not '{target}'")
-    canonical = _canonical(model, input, output)
+    canonical = as_canonical(model, input, output)
     pats = as_patterns(patterns)
     layers = find_layers(canonical.graph)
-    _check_layers(pats, {lay.name: lay.sha for lay in layers})
+    check_layers(pats, {lay.name: lay.sha for lay in layers})
     skipped = [lay.name for lay in layers if lay.fan_in > max_fan_in]
     kept = [lay for lay in layers if lay.fan_in <= max_fan_in]
-    col = _Collector(canonical, kept, "quality", pats.regime, device)
+    col = Collector(canonical, kept, "quality", pats.regime, device)
     halves = [Statistics(kept, "quality", pats.regime), Statistics(kept, "quality", pats.regime)]
     pre = dict(preprocessing)
     if v_data is not None:
@@ -131,7 +132,7 @@ def _moments(lay: Layer, s: dict, target: str = "linear", regime: str = "activat
     n = float(s["n"])
     mx = s["sx"] / n                                  # (g, fan)
     cxx = s["sxx"] / n - np.einsum("gi,gj->gij", mx, mx)
-    mxn = _per_neuron(lay, mx)
+    mxn = per_neuron(lay, mx)
     ey, eyy = s["sy"] / n, s["syy"] / n
     cxy = mxy = s["sxy"] / n - mxn * ey[:, None]
     var_y = eyy - ey ** 2
@@ -164,9 +165,9 @@ def _rho_layer(lay: Layer, pats: Patterns, s_fit: dict, s_eval: dict, rng, targe
     W = lay.wmat
     M = W.shape[0]
     live = (fit.var_t > 1e-12 * max(fit.var_t.max(), 1e-300)) & (ev.var_t > 0)
-    ests = {"S_w": (W / _safe(np.einsum("kj,kj->k", W, W))[:, None])[:, :, None]}
+    ests = {"S_w": (W / safe_denominator(np.einsum("kj,kj->k", W, W))[:, None])[:, :, None]}
     r = rng.standard_normal(W.shape)
-    ests["S_rand"] = (r / _safe(np.einsum("kj,kj->k", W, r))[:, None])[:, :, None]
+    ests["S_rand"] = (r / safe_denominator(np.einsum("kj,kj->k", W, r))[:, None])[:, :, None]
     if "linear" in pats.estimators:
         ests["S_a"] = pats.matrix(lay.name, "linear")[:, :, None]
     if "two_component" in pats.estimators:

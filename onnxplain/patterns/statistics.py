@@ -1,268 +1,21 @@
-"""Sufficient statistics of the estimators: the statistics graph and :class:`Statistics`.
+""":class:`Statistics`: the sufficient statistics of the estimators, summed over samples in float64.
 
-:func:`statistics_model` writes an ONNX graph that returns, per batch, the sums every estimator needs
-(Σy, Σm, Σm·x ⊗ … as weight-shaped correlations; for a convolution every output position of every image is
-one sample, x its zero-padded input patch). :class:`Statistics` sums the batches in float64, merges by
-``+`` and saves/loads as .npz; :meth:`Statistics.patterns` applies the estimators.
+The statistics graph (:mod:`.statistics_graph`) yields per-batch sums; :class:`Statistics` adds them up
+(:meth:`~Statistics.add_batch`), merges by ``+``, saves/loads as .npz (:mod:`.store`) and applies the
+estimators (:meth:`~Statistics.patterns`).
 """
 from __future__ import annotations
 
-import itertools
-import json
-import os
-
 import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
 
-from ..canonical import CanonicalModel, export_graph
 from ..errors import OnnxplainError
-from ..graph import Builder, static_shape
-from .estimators import (
-    ESTIMATORS,
-    FORMAT_VERSION,
-    STATS_FORMAT,
-    Patterns,
-    _atomic_savez,
-    _open_npz,
-    _per_neuron,
-    linear_pattern,
-    two_component_pattern,
-)
-from .layers import Layer, layers_fingerprint
-
-REGIMES = ("activation", "paper")
+from . import store
+from .estimators import ESTIMATORS, layer_patterns
+from .layers import layers_fingerprint
+from .learned import Patterns
+from .statistics_graph import batch_sums
 
 
-# ================================================================================================
-# the statistics graph
-# ================================================================================================
-# What each ``moments`` mode collects (per layer; "pos" only for layers with a ReLU after them):
-#   linear:        n, Σy, Σx, Σx·y
-#   two_component: n, Σy, Σm, Σm·x, Σm·x·y      (+ the linear sums for layers without ReLU)
-#   all:           both of the above
-#   quality:       all + Σy², Σm·y, Σm·y², Σx·xᵀ   (for ρ(S), Eq. 1)
-MOMENTS = ("linear", "two_component", "all", "quality")
-CONCAT_BELOW = 32  # Conv layers with fewer input channels per group correlate all kernel offsets at once
-
-
-def _plan(lay: Layer, moments: str) -> tuple:
-    relu = lay.relu is not None
-    lin = moments in ("linear", "all", "quality") or not relu
-    pos = relu and moments in ("two_component", "all", "quality")
-    targets = (["sxy"] if lin else []) + (["smxy", "smx"] if pos else [])
-    vectors = ["sy"] + (["sm"] if pos else [])
-    if moments == "quality":
-        vectors += ["syy"] + (["smy", "smyy"] if pos else [])
-    return targets, vectors, lin, moments == "quality"
-
-
-def _fixed_input_graph(canonical: CanonicalModel, sample_shape) -> gs.Graph:
-    """The canonical graph, with the input's non-batch dims fixed to ``sample_shape`` when the spatial
-    size of some Conv input is unknown (the statistics graph needs static patch geometry)."""
-    g = canonical.graph
-    if all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
-        return g.copy()
-    model = canonical.to_onnx()
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != len(sample_shape) + 1:
-        raise OnnxplainError(f"data samples have shape {tuple(sample_shape)} but the model input has rank "
-                             f"{len(dims)}")
-    for d, v in zip(list(dims)[1:], sample_shape):
-        d.Clear()
-        d.dim_value = int(v)
-    model.graph.ClearField("value_info")
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    return gs.import_onnx(model)
-
-
-def _static_sample(t) -> bool:
-    """Whether all dims of ``t`` but the batch axis are known."""
-    return t.shape is not None and all(isinstance(d, (int, np.integer)) and d > 0 for d in t.shape[1:])
-
-
-def _reduce_all_but(b, t, keep_axis, rank):
-    return b.reduce_sum(t, [a for a in range(rank) if a != keep_axis], keepdims=False)
-
-
-def _without_bias(b, lay: Layer, z, rank):
-    """y = z − bias (per neuron along the channel axis): the layer's output without bias."""
-    if lay.bias is None or not np.any(lay.bias):
-        return z
-    shape = [1] * rank
-    shape[1 if lay.op == "Conv" else rank - 1] = lay.neurons
-    return b.sub(z, b.const(lay.bias.reshape(shape)))
-
-
-def _conv_sums(b, lay: Layer, x, y, targets, want_sx: bool, want_xx: bool):
-    """Σ over output positions of patch(x) ⊗ target, for every target (N, M, *out) and kernel offset.
-
-    The images are stacked along the first spatial axis (each padded to hs·s rows) so that one strided
-    Slice per kernel offset yields the patches of all images as a (C, rows) matrix; the targets get zero
-    rows where a stacked patch straddles two images. Per offset one Gemm (group 1) or batched MatMul
-    (groups) does the correlation, exactly; with few input channels the offsets are concatenated into
-    one product. Also Σx over patches (``want_sx``) and Σ x xᵀ (``want_xx``).
-    """
-    kernel, strides, pads, dil, g = lay.geometry
-    nd = len(kernel)
-    xs = x.shape
-    C, S = int(xs[1]), [int(v) for v in xs[2:]]
-    O = [(S[i] + pads[i] + pads[nd + i] - (dil[i] * (kernel[i] - 1) + 1)) // strides[i] + 1 for i in range(nd)]
-    M, Cg, Mg = lay.neurons, C // g, lay.neurons // g
-    s1, d1, k1 = strides[0], dil[0], kernel[0]
-    hs = O[0] + (d1 * (k1 - 1)) // s1 + 1  # rows per image (in units of s1) in the stacked layout
-    bottom = hs * s1 - S[0] - pads[0]
-    rest_pad = [S[i] + pads[i] + pads[nd + i] for i in range(1, nd)]
-    xp = b.op("Pad", x, b.ints([0, 0, pads[0]] + list(pads[1:nd]) + [0, 0, bottom] + list(pads[nd + 1:])))
-    xt = b.transpose(xp, [1, 0] + list(range(2, nd + 2)))                       # (C, N, hs·s1, ...)
-    xr = b.reshape(xt, [C, -1, s1] + rest_pad)                                   # (C, N·hs, s1, ...)
-    o_rest = int(np.prod(O[1:])) if nd > 1 else 1
-    tail = (hs - O[0]) * o_rest  # columns of the last image's padding rows, cut off the targets
-    k_targets = len(targets)
-    outs = {}
-    if targets:
-        if g == 1:
-            T = b.op("Concat", *targets, axis=1) if k_targets > 1 else targets[0]     # (N, K·M, *O)
-            T = b.transpose(T, [1, 0] + list(range(2, nd + 2)))                     # (K·M, N, *O)
-            T = b.op("Pad", T, b.ints([0] * (nd + 2) + [0, 0, hs - O[0]] + [0] * (nd - 1)))
-            T = b.reshape(T, [k_targets * M, -1])
-            T = b.op("Slice", T, b.ints([0]), b.ints([-tail]), b.ints([1]))
-        else:
-            parts = [b.reshape(t, [0, g, Mg] + O) for t in targets]
-            T = b.op("Concat", *parts, axis=2) if k_targets > 1 else parts[0]        # (N, g, K·Mg, *O)
-            T = b.transpose(T, [1, 0] + list(range(3, nd + 3)) + [2])               # (g, N, *O, K·Mg)
-            T = b.op("Pad", T, b.ints([0] * (nd + 3) + [0, 0, hs - O[0]] + [0] * nd))
-            T = b.reshape(T, [g, -1, k_targets * Mg])
-            T = b.op("Slice", T, b.ints([0]), b.ints([-tail]), b.ints([1]))
-    kk = int(np.prod(kernel))
-    # few input channels: one product over all offsets (Cg·KK columns) beats KK thin ones
-    together = want_xx or Cg < CONCAT_BELOW
-    sums, patches = [], []
-    for off in itertools.product(*[range(k) for k in kernel]):
-        q, r = divmod(off[0] * d1, s1)
-        starts = [q, r] + [off[j] * dil[j] for j in range(1, nd)]
-        ends = [-(hs - O[0] - q), r + 1] + [off[j] * dil[j] + strides[j] * (O[j] - 1) + 1 for j in range(1, nd)]
-        steps = [1, 1] + list(strides[1:])
-        p = b.op("Slice", xr, b.ints(starts), b.ints(ends), b.ints(list(range(1, nd + 2))), b.ints(steps))
-        if together:
-            patches.append(b.reshape(p, [g, Cg, 1, -1]))
-        elif g == 1:
-            c = b.op("Gemm", T, b.reshape(p, [C, -1]), transB=1)                    # (K·M, C)
-            sums.append(b.op("Unsqueeze", c, b.ints([-1])))
-        else:
-            c = b.op("MatMul", b.reshape(p, [g, Cg, -1]), T)                        # (g, Cg, K·Mg)
-            sums.append(b.op("Unsqueeze", c, b.ints([-1])))
-    P = None
-    if patches:
-        P = b.op("Concat", *patches, axis=2) if len(patches) > 1 else patches[0]    # (g, Cg, KK, rows)
-        P = b.reshape(P, [g, Cg * kk, -1])
-    if targets and together:
-        if g == 1:
-            c = b.op("Gemm", T, b.reshape(P, [Cg * kk, -1]), transB=1)              # (K·M, C·KK)
-            outs["corr"] = b.reshape(c, [k_targets * M, C, kk])
-        else:
-            c = b.op("MatMul", P, T)                                                # (g, Cg·KK, K·Mg)
-            outs["corr"] = b.transpose(b.reshape(c, [g, Cg, kk, k_targets * Mg]), [0, 1, 3, 2])
-    elif targets:
-        outs["corr"] = b.op("Concat", *sums, axis=-1) if len(sums) > 1 else sums[0]
-    if want_sx:  # Σx over patches: slide over the batch-summed padded image (rows of image 0 only)
-        xsum = b.reduce_sum(xp, [0], keepdims=False)                                # (C, hs·s1, ...)
-        cols = []
-        for off in itertools.product(*[range(k) for k in kernel]):
-            st = [off[j] * dil[j] for j in range(nd)]
-            en = [st[j] + strides[j] * (O[j] - 1) + 1 for j in range(nd)]
-            w = b.op("Slice", xsum, b.ints(st), b.ints(en), b.ints(list(range(1, nd + 1))), b.ints(list(strides)))
-            cols.append(b.op("Unsqueeze", b.reduce_sum(w, list(range(1, nd + 1)), keepdims=False), b.ints([-1])))
-        outs["sx"] = b.op("Concat", *cols, axis=-1) if len(cols) > 1 else cols[0]   # (C, KK)
-    if want_xx:  # Σ x xᵀ of patches; the stacked rows between images must not count: mask them out
-        ones = b.op("Slice", y, b.ints([0]), b.ints([1]), b.ints([1]))            # (N, 1, *O)
-        ones = b.add(b.zeros_like(ones), b.scalar(1.0, like=x))
-        ones = b.transpose(ones, [1, 0] + list(range(2, nd + 2)))
-        ones = b.op("Pad", ones, b.ints([0] * (nd + 2) + [0, 0, hs - O[0]] + [0] * (nd - 1)))
-        ones = b.op("Slice", b.reshape(ones, [1, 1, -1]), b.ints([0]), b.ints([-tail]), b.ints([2]))
-        outs["sxx"] = b.op("MatMul", b.mul(P, ones), b.transpose(P, [0, 2, 1]))    # (g, fan, fan)
-    return outs
-
-
-def _dense_sums(b, lay: Layer, x, targets, want_sx, want_xx):
-    D, M = lay.weight.shape[1], lay.neurons
-    x2 = b.reshape(x, [-1, D])
-    outs = {}
-    if targets:
-        T = b.op("Concat", *[b.reshape(t, [-1, M]) for t in targets], axis=1) if len(targets) > 1 \
-            else b.reshape(targets[0], [-1, M])
-        outs["corr"] = b.op("Gemm", T, x2, transA=1)                                  # (K·M, D)
-    if want_sx:
-        outs["sx"] = b.reduce_sum(x2, [0], keepdims=False)
-    if want_xx:
-        outs["sxx"] = b.op("Gemm", x2, x2, transA=1)
-    return outs
-
-
-def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "two_component",
-                     regime: str = "activation", sample_shape=None):
-    """The ONNX model that maps a batch of inputs to the per-batch sums of every layer.
-
-    Returns ``(model, spec)`` with ``spec = [(layer index, key, output name)]``.
-    """
-    if moments not in MOMENTS:
-        raise OnnxplainError(f"moments must be one of {', '.join(MOMENTS)}, not '{moments}'")
-    if regime not in REGIMES:
-        raise OnnxplainError(f"regime must be one of {', '.join(REGIMES)}, not '{regime}'")
-    g = _fixed_input_graph(canonical, sample_shape) if sample_shape is not None else canonical.graph.copy()
-    dtype = np.dtype(g.inputs[0].dtype or np.float32)
-    b = Builder(g, prefix="stats", dtype=dtype, opset=canonical.opset)
-    tensors = g.tensors()
-    nodes = {n.name: n for n in g.nodes}
-    outputs, spec = [], []
-
-    def emit(i, key, t, dt):
-        o = gs.Variable(f"stats/{i}/{key}", dtype=dt)
-        g.nodes.append(gs.Node("Identity", name=f"stats/{i}/{key}/out", inputs=[t], outputs=[o]))
-        outputs.append(o)
-        spec.append((i, key, o.name))
-
-    for i, lay in enumerate(layers):
-        node = nodes[lay.name]
-        x, z = node.inputs[0], node.outputs[0]
-        rank = len(z.shape) if z.shape is not None else (2 if lay.op != "Conv" else len(lay.weight.shape))
-        y = _without_bias(b, lay, z, rank)
-        tkeys, vkeys, want_sx, want_xx = _plan(lay, moments)
-        m = None
-        if lay.relu is not None and ("smx" in tkeys or "sm" in vkeys):
-            src = y if regime == "paper" else tensors[lay.relu]
-            m = b.cast(b.op("Greater", src, b.scalar(0.0, like=x)), dtype)
-            if src is not y and static_shape(src) != static_shape(z):
-                m = b.reshape(m, b.shape(z))
-        my = b.mul(m, y) if m is not None else None
-        values = {"sxy": y, "smxy": my, "smx": m, "sy": y, "sm": m}
-        if "syy" in vkeys:
-            values["syy"] = b.mul(y, y)
-        if "smyy" in vkeys:
-            values["smy"], values["smyy"] = my, b.mul(my, y)
-        targets = [values[k] for k in tkeys]
-        if lay.op == "Conv":
-            if not _static_sample(x):
-                raise OnnxplainError(f"Conv node '{lay.name}' has an input of unknown size; fit patterns with "
-                                     "images of a fixed size (--size H W)")
-            sums = _conv_sums(b, lay, x, y, targets, want_sx, want_xx)
-        else:
-            sums = _dense_sums(b, lay, x, targets, want_sx, want_xx)
-        for key, t in sums.items():
-            emit(i, key, t, dtype)
-        channel = 1 if lay.op == "Conv" else rank - 1
-        vecs = [b.op("Unsqueeze", _reduce_all_but(b, values[k], channel, rank), b.ints([0])) for k in vkeys]
-        emit(i, "vec", b.op("Concat", *vecs, axis=0) if len(vecs) > 1 else vecs[0], dtype)
-        emit(i, "shape", b.shape(y), np.int64)
-    g.outputs = outputs
-    g.cleanup().toposort()
-    model = export_graph(g)
-    return model, spec
-
-
-# ================================================================================================
-# statistics: sums over samples, float64, merged by addition
-# ================================================================================================
 class Statistics:
     """Sufficient statistics of the pattern estimators of every layer, summed over all samples seen.
 
@@ -288,7 +41,7 @@ class Statistics:
     @property
     def samples(self) -> int:
         """Number of inputs seen (rows of the first layer divided by its positions per input)."""
-        return int(self.sums.get("__inputs__", {}).get("n", np.zeros(())))
+        return int(self.sums.get(store.INPUTS, {}).get("n", np.zeros(())))
 
     def _add(self, name, key, value):
         d = self.sums[name]
@@ -299,26 +52,14 @@ class Statistics:
             d[key] = v.copy()
 
     def add_batch(self, outputs: dict, spec, inputs: int):
-        """Add one run of the statistics graph (``outputs``: output name → array)."""
+        """Add one run of the statistics graph (``outputs``: output name → array; ``spec`` as returned by
+        :func:`~.statistics_graph.statistics_model`) over ``inputs`` inputs."""
         for i, key, oname in spec:
             lay = self.layers[i]
-            arr = outputs[oname]
-            if key == "shape":
-                self._add(lay.name, "n", np.prod(arr) / lay.neurons)
-            elif key == "vec":
-                _, vkeys, _, _ = _plan(lay, self.moments)
-                for k, row in zip(vkeys, arr.reshape(len(vkeys), lay.neurons)):
-                    self._add(lay.name, k, row)
-            elif key == "corr":
-                tkeys, _, _, _ = _plan(lay, self.moments)
-                for k, part in zip(tkeys, _split_corr(lay, arr, len(tkeys))):
-                    self._add(lay.name, k, part)
-            elif key == "sx":
-                self._add(lay.name, "sx", arr.reshape(lay.group, -1) if lay.op == "Conv" else arr.reshape(1, -1))
-            elif key == "sxx":
-                self._add(lay.name, "sxx", arr.reshape(lay.group, lay.fan_in, lay.fan_in))
-        self.sums.setdefault("__inputs__", {"n": np.zeros(())})
-        self.sums["__inputs__"]["n"] = self.sums["__inputs__"]["n"] + inputs
+            for k, v in batch_sums(lay, self.moments, key, outputs[oname]):
+                self._add(lay.name, k, v)
+        self.sums.setdefault(store.INPUTS, {"n": np.zeros(())})
+        self.sums[store.INPUTS]["n"] = self.sums[store.INPUTS]["n"] + inputs
 
     # ---- merging ---------------------------------------------------------------------------------
     def _check_compatible(self, other):
@@ -349,7 +90,7 @@ class Statistics:
     __iadd__ = merge
 
     # ---- estimators -------------------------------------------------------------------------------
-    def patterns(self, estimator: str = "two_component") -> "Patterns":
+    def patterns(self, estimator: str = "two_component") -> Patterns:
         """Apply an estimator: "linear" (S_a), "two_component" (S_a+-) or "all" (both; methods use a₊)."""
         if estimator not in ESTIMATORS:
             raise OnnxplainError(f"estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
@@ -366,70 +107,23 @@ class Statistics:
             s = self.sums[lay.name]
             if s["n"] <= 0:
                 raise OnnxplainError(f"no samples reached layer '{lay.name}'")
-            if "linear" in need or lay.relu is None:
-                lin = linear_pattern(lay.wmat, s["n"], _per_neuron(lay, s["sx"]), s["sy"], s["sxy"])
-            if "linear" in need:
-                arrays.setdefault("linear", {})[lay.name] = lin
-            if "two_component" in need:
-                if lay.relu is None:
-                    arrays.setdefault("two_component", {})[lay.name] = lin
-                    continue
-                pos = two_component_pattern(lay.wmat, s["n"], s["sm"], s["smx"], s["smxy"], s["sy"])
-                arrays.setdefault("two_component", {})[lay.name] = pos
-                if "sxy" in s:
-                    neg = two_component_pattern(lay.wmat, s["n"], s["n"] - s["sm"],
-                                                _per_neuron(lay, s["sx"]) - s["smx"], s["sxy"] - s["smxy"], s["sy"])
-                    arrays.setdefault("two_component_negative", {})[lay.name] = neg
+            for est, a in layer_patterns(lay, s, need).items():
+                arrays.setdefault(est, {})[lay.name] = a
         default = "two_component" if estimator == "all" else estimator
         return Patterns(self.layers, arrays, default, self.regime, self.model_fingerprint, statistics=self,
                         samples=self.samples)
 
     # ---- files ----------------------------------------------------------------------------------
-    def save(self, path):
-        meta = {"format": STATS_FORMAT, "version": FORMAT_VERSION, "moments": self.moments,
-                "regime": self.regime, "model_fingerprint": self.model_fingerprint,
-                "layers": [lay.meta() for lay in self.layers]}
-        arrays = {"meta.json": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-        for i, lay in enumerate(self.layers):
-            arrays[f"w/{i}"] = lay.weight
-            if lay.bias is not None:
-                arrays[f"b/{i}"] = lay.bias
-        for name, d in self.sums.items():
-            idx = next((i for i, lay in enumerate(self.layers) if lay.name == name), "inputs")
-            for key, v in d.items():
-                arrays[f"s/{idx}/{key}"] = v
-        _atomic_savez(path, arrays)
-        return os.fspath(path)
+    def save(self, path) -> str:
+        """Write an .npz file atomically (the weights and the float64 sums)."""
+        return store.write_statistics(path, self.layers, self.sums, moments=self.moments, regime=self.regime,
+                                      model_fingerprint=self.model_fingerprint)
 
     @classmethod
     def load(cls, path) -> "Statistics":
-        meta, z = _open_npz(path, STATS_FORMAT, "pattern statistics")
-        layers = []
-        for i, lm in enumerate(meta["layers"]):
-            lay = Layer(lm["name"], lm["op"], z[f"w/{i}"], lm["layout"], z[f"b/{i}"] if f"b/{i}" in z else None,
-                        tuple(lm["geometry"]) if lm["geometry"] else None, lm["relu"], lm["sha"])
-            layers.append(lay)
-        sums: dict = {}
-        for key in z:
-            if key.startswith("s/"):
-                _, idx, k = key.split("/", 2)
-                name = "__inputs__" if idx == "inputs" else layers[int(idx)].name
-                sums.setdefault(name, {})[k] = np.asarray(z[key], np.float64)
+        layers, sums, meta = store.read_statistics(path)
         return cls(layers, meta["moments"], meta["regime"], sums, meta.get("model_fingerprint", ""))
 
     def __repr__(self):
         return (f"Statistics({len(self.layers)} layers, {self.samples} inputs, moments={self.moments!r}, "
                 f"regime={self.regime!r})")
-
-
-def _split_corr(lay: Layer, arr, k):
-    """Graph layout of the correlations → k arrays (M, fan_in) in neuron-major, fan-in order."""
-    M = lay.neurons
-    if lay.op != "Conv":
-        return [arr[t * M:(t + 1) * M] for t in range(k)]
-    g = lay.group
-    if g == 1:  # (K·M, C, KK)
-        return [arr[t * M:(t + 1) * M].reshape(M, -1) for t in range(k)]
-    Mg = M // g  # (g, Cg, K·Mg, KK)
-    return [arr[:, :, t * Mg:(t + 1) * Mg, :].transpose(0, 2, 1, 3).reshape(M, -1) for t in range(k)]
-
