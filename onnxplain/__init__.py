@@ -3,10 +3,11 @@ from . import lrp, patterns, perturbation, sampling  # noqa: F401,E402  (registe
 from .canonical import CanonicalModel, canonicalize, load_model
 from .errors import ImageError, ModelError, OnnxplainError, UnsupportedOpError
 from .explainer import Explainer, Explanation
+from .images import Preprocessing
 from .methods import methods
 from .patterns import Patterns, Statistics, fit_patterns, fit_statistics, signal_quality  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation", "methods", "canonicalize", "load_model", "CanonicalModel",
+__all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation", "Preprocessing", "methods", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

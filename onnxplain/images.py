@@ -181,3 +181,37 @@ def image_input_spec(shape):
     layout = "nhwc" if (last_c and not first_c) else "nchw"
     c, h, w = (d[1], d[2], d[3]) if layout == "nchw" else (d[3], d[1], d[2])
     return {"layout": layout, "channels": c, "size": (h, w) if h is not None and w is not None else None}
+
+
+def input_spec(input_shape, model_layout=None, layout: str = "auto") -> dict:
+    """Layout, channels and (H, W) of an image input: ``layout`` (nchw|nhwc) overrides, ``"auto"`` takes the
+    canonical model's layout (``model_layout``) or else the guess of :func:`image_input_spec`."""
+    spec = image_input_spec(input_shape)
+    chosen = (model_layout or spec["layout"]) if layout == "auto" else layout
+    if chosen != spec["layout"]:
+        d = [_static(v) for v in input_shape]
+        c, h, w = (d[1], d[2], d[3]) if chosen == "nchw" else (d[3], d[1], d[2])
+        spec = {"layout": chosen, "channels": c, "size": (h, w) if h and w else None}
+    return spec
+
+
+class Preprocessing:
+    """How pixels (0..255) become model input: ``x = (pixel · scale − mean) / std`` per channel.
+
+    Methods that need the input domain ask it: :meth:`bounds` gives the z^B box (LRP ``z_box``, deep Taylor
+    bounded) and ``mean``/``std``/``scale`` the pixel-space baselines (Integrated Gradients ``black``/``white``).
+    """
+
+    def __init__(self, scale: float = 1 / 255, mean=None, std=None):
+        self.scale = float(scale)
+        self.mean = None if mean is None else [float(v) for v in np.atleast_1d(mean)]
+        self.std = None if std is None else [float(v) for v in np.atleast_1d(std)]
+
+    def bounds(self) -> dict:
+        """{"low", "high"}: the normalised values of pixels 0 and 255 (one per channel when mean/std are)."""
+        m = np.asarray(self.mean if self.mean else 0.0, dtype=np.float64)
+        s = np.asarray(self.std if self.std else 1.0, dtype=np.float64)
+        return {"low": ((0.0 - m) / s).tolist(), "high": ((255.0 * self.scale - m) / s).tolist()}
+
+    def __repr__(self):
+        return f"Preprocessing(scale={self.scale}, mean={self.mean}, std={self.std})"

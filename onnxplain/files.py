@@ -1,0 +1,108 @@
+"""Explain image files into an output folder: per image a side-by-side PNG, a heatmap PNG and the raw
+relevance as ``.npy`` (the model's input layout), named ``<stem>.<method>.<ext>``.
+
+No output ever replaces an input file (the model or an image): such a path is refused before anything is
+written, and every file is written atomically.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import heatmap
+from .errors import OnnxplainError
+from .fileio import atomic_write
+from .images import Preprocessing, input_spec, load_images
+from .progress import Progress
+
+PROGRESS_MIN_IMAGES = 8  # a progress bar from this many images on
+
+
+@dataclass
+class FileResult:
+    """One explained image: its path, logits, the class explained and the files written."""
+
+    image: str
+    logits: np.ndarray
+    target: int
+    files: tuple
+
+    @property
+    def top(self) -> int:
+        return int(np.argmax(self.logits))
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Softmax of the logits (float64)."""
+        z = self.logits.astype(np.float64)
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+
+@dataclass
+class FilesReport:
+    """What :func:`explain_files` did: one :class:`FileResult` per image, and the onnxruntime provider
+    that ran the explainer graph (None for methods run from Python)."""
+
+    results: list
+    provider: str | None = None
+
+
+def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | None = None, size=None,
+                  layout: str = "auto", target=None, cmap: str = "bwr", protected=()) -> FilesReport:
+    """Explain ``images`` with ``explainer`` and write the outputs into ``outdir``."""
+    pre = preprocessing or Preprocessing()
+    canonical = explainer.canonical
+    spec = input_spec(canonical.input_shape, canonical.layout, layout)
+    x, originals = load_images(images, size=size or spec["size"], channels=spec["channels"] or 3,
+                               layout=spec["layout"], scale=pre.scale, mean=pre.mean, std=pre.std)
+    outputs = output_paths(outdir, images, explainer.method.name, protected=[*protected, *images])
+    os.makedirs(outdir, exist_ok=True)
+    results = []
+    bar = Progress(len(images), "explaining", len(images) >= PROGRESS_MIN_IMAGES)
+    with bar:
+        for start in range(0, len(x), explainer.batch_size):
+            res = explainer.explain(x[start:start + explainer.batch_size], target=target)
+            for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
+                png, heat, npy = outputs[i]
+                atomic_write(npy, lambda f, rel=rel: np.save(f, rel), what="relevance")
+                heatmap.save_overlay(png, rel, originals[i], layout=spec["layout"], cmap=cmap)
+                heatmap.save_heatmap(heat, rel, layout=spec["layout"], cmap=cmap)
+                results.append(FileResult(images[i], logits, int(t), outputs[i]))
+            bar.update(len(res.logits))
+    return FilesReport(results, res.extras.get("provider"))
+
+
+def unique_stems(paths) -> list:
+    """Image stems; where stems collide (case-insensitively) the first keeps its stem and later ones get
+    the first free ``-1``, ``-2``, ... suffix."""
+    stems = [Path(p).stem for p in paths]
+    counts = collections.Counter(s.casefold() for s in stems)
+    used = {s.casefold() for s in stems if counts[s.casefold()] == 1}
+    seen, out = collections.Counter(), []
+    for s in stems:
+        if counts[s.casefold()] > 1:
+            name = s
+            while name.casefold() in used:
+                seen[s.casefold()] += 1
+                name = f"{s}-{seen[s.casefold()]}"
+            s = name
+        used.add(s.casefold())
+        out.append(s)
+    return out
+
+
+def output_paths(outdir, images, method, protected) -> list:
+    """[(overlay.png, heatmap.png, relevance.npy)] per image; refuses paths that are input files."""
+    out = [tuple(os.path.join(outdir, f"{stem}.{method}{ext}") for ext in (".png", ".heatmap.png", ".npy"))
+           for stem in unique_stems(images)]
+    for path in (p for triple in out for p in triple):
+        for src in protected:
+            if os.path.exists(path) and os.path.exists(src) and os.path.samefile(path, src):
+                raise OnnxplainError(f"output {path} would overwrite the input file {src}; "
+                                     "choose another --outdir")
+    return out
