@@ -2,7 +2,7 @@
 
 For each model × batch × method the script builds ``onnxplain.Explainer(model, method=...)``, opens
 onnxruntime sessions on the canonical forward model and on the explainer through
-``onnxplain.runtime.session`` (same provider, same session options), warms both up, then times them
+``onnxplain.runtime.Session`` (same provider, same session options), warms both up, then times them
 *interleaved*: each round runs forward, explainer, forward, explainer, … for every method (method order
 rotated from round to round), so load from other processes hits both sides alike. It prints medians and
 the ratio explainer ÷ forward (median of the per-pair ratios), with the target for gradient methods.
@@ -17,6 +17,7 @@ run goes on either way.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -63,10 +64,9 @@ def _csv(s, cast=str):
 
 
 def _clear_session_cache():
-    """Drop onnxruntime sessions of the previous model (the VGG-16 ones hold GBs of weights)."""
-    cache = getattr(runtime, "_SESSIONS", None)
-    if isinstance(cache, dict):
-        cache.clear()
+    """Free the previous model's onnxruntime sessions (the VGG-16 ones hold GBs of weights): sessions are
+    owned by whoever made them, so dropping the references and collecting frees them."""
+    gc.collect()
 
 
 def _timed(fn) -> float:
@@ -91,7 +91,7 @@ def prepare(canonical, methods, device):
             t0 = time.perf_counter()
             model = ex.build()
             build_s = time.perf_counter() - t0
-            out[m] = (runtime.session(model, device), build_s, len(model.graph.node))
+            out[m] = (runtime.Session(model, device), build_s, len(model.graph.node))
         except UnsupportedOpError as exc:
             out[m] = "no rule for " + ", ".join(sorted({op for op, _ in exc.nodes}))
         except OnnxplainError as exc:
@@ -176,11 +176,12 @@ def main(argv=None):
     print("-" * len(hdr), flush=True)
     t_start = time.perf_counter()
     for name in models:
+        fwd = prepared = explainers = None
         _clear_session_cache()
         t0 = time.perf_counter()
         proto = shapes.build(name, size=args.size, classes=args.classes, width=args.width)
         canonical = onnxplain.canonicalize(proto)
-        fwd = runtime.session(canonical.to_onnx(), args.device)
+        fwd = runtime.Session(canonical.to_onnx(), args.device)
         providers.add(fwd.provider)
         prepared = prepare(canonical, methods, args.device)
         setup_s = time.perf_counter() - t0

@@ -63,12 +63,13 @@ def bench_model(name, size, width, batch, batches, repeats, device, estimator):
     fit_ratio, t_fit, t_fwd = _median_ratio(fit, forward, repeats)
     pats = col.stats.patterns(estimator)
     ex = onnxplain.Explainer(canonical, method="pattern.attribution", patterns=pats, device=device)
-    sess = ex._session()
+    sess = ex.runner.explainer_session(ex.method)
     x0 = data[0]
     none = np.zeros((0,), np.int64)
     lat_ratio, t_ex, t_f1 = _median_ratio(lambda: sess.run({ex.input_name: x0, "target": none}, ["relevance"]),
                                           lambda: fwd.run({canonical.input_name: x0}), repeats * batches)
-    grad = onnxplain.Explainer(canonical, method="gradient", device=device)._session()
+    gex = onnxplain.Explainer(canonical, method="gradient", device=device)
+    grad = gex.runner.explainer_session(gex.method)
     grad_ratio, t_g, _ = _median_ratio(lambda: grad.run({ex.input_name: x0, "target": none}, ["relevance"]),
                                        lambda: fwd.run({canonical.input_name: x0}), repeats * batches)
     n = batch * batches

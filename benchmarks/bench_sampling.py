@@ -125,7 +125,7 @@ def main():
           f"(internal batch {bs}): {t_ig * 1e3:.1f} ms")
     print(f"RATIO IG({args.steps}) / ({args.steps} × gradient latency) = {t_ig / t_grads:.2f} "
           f"(median of paired runs {ratio:.2f}; target ≤ 1)")
-    sess = runtime.session(ig.build(), dev)
+    sess = runtime.Session(ig.build(), dev)
     t_graph, _, ratio = paired(lambda: sess.run({"x": x1}), gradients, repeat=args.repeat)
     print(f"RATIO in-graph IG({args.steps}) / ({args.steps} × gradient latency) = {ratio:.2f}  "
           "(exported explainer, one call per image)")

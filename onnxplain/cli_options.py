@@ -8,6 +8,7 @@ import click
 
 from . import runtime
 from .methods import methods
+from .options import parse_value
 
 
 # ---- option types and shared options ------------------------------------------------------------
@@ -42,18 +43,6 @@ class Target(click.ParamType):
         if t < 0:
             self.fail(f"{value!r} is not a class index ≥ 0 or 'top1'", param, ctx)
         return t
-
-
-def parse_value(text: str):
-    """Method option values: bool (true/false), int, float, else the string itself."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_options(ctx, param, values) -> dict:

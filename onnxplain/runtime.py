@@ -1,14 +1,13 @@
 """The one module that talks to onnxruntime.
 
 Chooses the execution provider (CUDA only when it really loads, else CPU, without onnxruntime's error
-spam on CPU-only machines), caches sessions per (model, device), and runs many inputs in batches.
+spam on CPU-only machines) and runs many inputs in batches through a :class:`Session`; whoever needs a
+session owns it (the Explainer's runner, the pattern collector), so nothing is serialised or hashed per call.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import threading
 
 import numpy as np
 import onnx
@@ -17,9 +16,6 @@ import onnxruntime as ort
 from .errors import OnnxplainError
 
 DEVICES = ("auto", "cpu", "cuda")
-_LOCK = threading.Lock()
-_SESSIONS: dict = {}
-_MAX_SESSIONS = 16
 
 
 def _quiet_options() -> ort.SessionOptions:
@@ -95,7 +91,7 @@ def providers_for(device: str = "auto") -> list:
 
 
 class Session:
-    """A cached onnxruntime session over one model, running inputs in batches."""
+    """An onnxruntime session over one model, running inputs in batches."""
 
     def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto"):
         data = model if isinstance(model, bytes) else model.SerializeToString()
@@ -131,20 +127,6 @@ class Session:
         if outs is None:
             return []
         return [np.concatenate(o, axis=0) for o in outs]
-
-
-def session(model: onnx.ModelProto | bytes, device: str = "auto") -> Session:
-    """A cached :class:`Session` for ``model`` on ``device``."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    key = (hashlib.sha1(data).hexdigest(), device)
-    with _LOCK:
-        s = _SESSIONS.get(key)
-        if s is None:
-            s = Session(data, device)
-            if len(_SESSIONS) >= _MAX_SESSIONS:
-                _SESSIONS.pop(next(iter(_SESSIONS)))
-            _SESSIONS[key] = s
-        return s
 
 
 def run_cpu(model: onnx.ModelProto, feeds: list[dict]) -> list[list[np.ndarray]]:

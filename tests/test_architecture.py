@@ -94,6 +94,38 @@ def test_no_import_cycles():
     assert cycles == []
 
 
+# ARCHITECTURE.md's table, top to bottom: a part imports parts of its own row or lower rows (never higher)
+LAYERS = [
+    ["__main__"],
+    ["cli", "cli_options", "cli_patterns"],
+    ["onnxplain"],
+    ["files", "inspection"],
+    ["explainer"],
+    ["explainer_graph"],
+    ["sampling"],
+    ["lrp", "patterns", "perturbation"],
+    ["methods"],
+    ["canonical"],
+    ["rules"],
+    ["engine", "images", "heatmap"],
+    ["graph", "runtime", "fileio", "options", "progress", "quadrature"],
+    ["errors"],
+]
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_imports_go_down_the_layers():
+    rank = {part: i for i, row in enumerate(LAYERS) for part in row}
+    assert {_part(m) for m in MODULES} <= set(rank), "every part of the package is in the table"
+    upward = sorted((name, m) for name, path in MODULES.items() for m in _imports(name, path)
+                    if m in MODULES and rank[_part(m)] < rank[_part(name)])
+    assert upward == []
+
+
 def test_no_oversized_files():
     big = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert big == {}
