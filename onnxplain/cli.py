@@ -2,15 +2,21 @@
 
 ``explain`` writes heatmaps and raw relevance for image files, ``export`` writes a standalone explainer
 .onnx, ``inspect`` shows how a model is read and which methods can explain it, ``methods`` lists the
-methods. Every :class:`~onnxplain.errors.OnnxplainError` becomes a one-line ``Error: ...`` and exit code 1.
+methods. Every :class:`~onnxplain.errors.OnnxplainError` (and file-system trouble) becomes a one-line
+``Error: ...`` and exit code 2, like click's usage errors: 2 is a user error, 1 a bug (with a traceback).
+
+The heavy modules (the Explainer, onnx, onnxruntime, the methods) are imported inside the commands that
+need them, so that ``--help``, ``methods`` and argument errors answer at once.
 """
 from __future__ import annotations
 
 import click
 
-from . import __version__, heatmap
+from . import __version__
 from .cli_options import (
+    CMAPS,
     Target,
+    dtype_option,
     graph_options,
     image_options,
     method_option_values,
@@ -19,27 +25,29 @@ from .cli_options import (
     run_options,
 )
 from .errors import OnnxplainError
-from .explainer import Explainer
-from .files import explain_files
-from .images import Preprocessing
-from .inspection import explainer_io_lines, inspect_lines
 from .methods import describe
 
 DEFAULT_OUTDIR = "onnxplain-out"
 
 
 # ---- the group ----------------------------------------------------------------------------------
+class UserError(click.ClickException):
+    """A user error: one line ``Error: ...`` and exit code 2 (click's usage errors exit with 2 too)."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
-    """Turns library errors into one-line ``Error: ...`` messages (exit code 1) instead of tracebacks."""
+    """Turns library errors into one-line ``Error: ...`` messages (exit code 2) instead of tracebacks."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except OnnxplainError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise UserError(" ".join(str(exc).split("\n"))) from None
         except OSError as exc:  # file system trouble: permissions, full disk, a folder where a file goes
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            raise UserError(f"{where}{exc.strerror or exc}") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,28 +69,35 @@ def main():
 @rule_options
 @image_options
 @graph_options
+@dtype_option
 @run_options()
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
               help="When the method has no rule for some ops, explain with occlusion instead of failing.")
-@click.option("--cmap", type=click.Choice(heatmap.DIVERGING), default="bwr", show_default=True,
+@click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
 def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
-            scale, layout, input_name, output_name, device, batch_size, fallback, cmap):
+            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap):
     """Explain MODEL's decision on IMAGE files.
 
     Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
     <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
     """
+    from .explainer import Explainer
+    from .files import explain_files
+    from .images import Preprocessing
+
     pre = Preprocessing(scale, mean, std)
     ex = Explainer(model, method, input=input_name, output=output_name, device=device, batch_size=batch_size,
-                   fallback=fallback, preprocessing=pre,
+                   fallback=fallback, preprocessing=pre, dtype=dtype,
                    **method_option_values(options, rules, first_layer, patterns))
     if ex.fallback_from:
         ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))
         click.echo(f"note: '{ex.fallback_from}' has no rule for {ops}; explaining with '{ex.method.name}' "
                    "instead", err=True)
+    if ex.canonical.output_notice:
+        click.echo(f"note: {ex.canonical.output_notice}", err=True)
     report = explain_files(ex, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
-                           cmap=cmap, protected=[model])
+                           cmap=cmap, protected=[model, patterns])
     click.echo("\n".join(_result_line(r) for r in report.results))
     if report.provider:
         click.echo(f"({ex.method.name} ran on onnxruntime's {report.provider})", err=True)
@@ -104,15 +119,19 @@ def _result_line(r) -> str:
               help="Where to write the explainer model (never the input model).")
 @rule_options
 @graph_options
-def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name):
+@dtype_option
+def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name, dtype):
     """Write a standalone explainer .onnx.
 
     Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
     relevance, logits and target_out (the class explained).
     """
-    ex = Explainer(model, method, input=input_name, output=output_name,
+    from .explainer import Explainer
+    from .inspection import explainer_io_lines
+
+    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype,
                    **method_option_values(options, rules, first_layer, patterns))
-    path = ex.export(out)
+    path = ex.export(out, inputs=[patterns])
     click.echo(f"wrote {path} (method {ex.method.name})")
     click.echo("\n".join(explainer_io_lines(ex.build())))
 
@@ -127,6 +146,8 @@ def inspect(model, input_name, output_name):
     Lists the inputs, the chosen image input and logits output, canonicalisation notes, the op
     histogram of the source and canonical graph, and per method the ops that lack rules.
     """
+    from .inspection import inspect_lines
+
     click.echo("\n".join(inspect_lines(model, input=input_name, output=output_name)))
 
 

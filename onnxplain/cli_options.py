@@ -1,4 +1,9 @@
-"""Option types and option groups shared by the ``onnxplain`` commands."""
+"""Option types and option groups shared by the ``onnxplain`` commands.
+
+Light on purpose: nothing here imports numpy, onnx or onnxruntime, so that ``--help`` and argument errors
+answer at once. The few choices that live in heavy modules are spelled out here, and
+``tests/test_robustness.py`` keeps them equal to their homes.
+"""
 from __future__ import annotations
 
 import fractions
@@ -6,9 +11,11 @@ import numbers
 
 import click
 
-from . import runtime
 from .methods import methods
-from .options import parse_value
+
+DEVICES = ("auto", "cpu", "cuda")  # = runtime.DEVICES
+CMAPS = ("bwr", "coolwarm")  # = heatmap.DIVERGING
+DTYPES = ("float32", "float16")  # = canonical.passes.precision.DTYPES
 
 
 # ---- option types and shared options ------------------------------------------------------------
@@ -46,6 +53,8 @@ class Target(click.ParamType):
 
 
 def parse_options(ctx, param, values) -> dict:
+    from .options import parse_value
+
     options = {}
     for item in values:
         key, sep, value = item.partition("=")
@@ -135,7 +144,12 @@ image_options = compose(
                  help="Input layout (auto: from the model)."),
 )
 
-device_option = click.option("--device", type=click.Choice(runtime.DEVICES), default="auto", show_default=True,
+dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default=None,
+                            help="Float type the explainer computes in (default: float32 for fp16 and mixed-"
+                                 "precision models, else the model's own); its inputs and outputs keep the "
+                                 "model's dtypes. float16: an fp16 explainer for GPUs.")
+
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                              help="Where onnxruntime runs (auto: CUDA when it loads, else CPU).")
 
 

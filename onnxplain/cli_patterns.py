@@ -3,7 +3,8 @@
 Each command parses, calls the library and prints what the library formats; library errors are turned
 into one-line messages by the ``onnxplain`` group (:mod:`onnxplain.cli`). Self-contained (no import of
 :mod:`onnxplain.cli`), so that ``cli.py`` can register them with ``main.add_command(fit_patterns_command)``
-without an import cycle.
+without an import cycle. :mod:`onnxplain.patterns` is imported inside the commands (it needs onnx); its
+choices are spelled out here and kept equal to their homes by ``tests/test_robustness.py``.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import time
 import click
 
 from .cli_options import compose, device_option, graph_options, image_options
-from .patterns import ESTIMATORS, REGIMES, count_samples, fit_patterns, fit_summary, signal_quality
 from .progress import Progress
+
+ESTIMATORS = ("two_component", "linear", "all")  # = patterns.ESTIMATORS
+REGIMES = ("activation", "paper")  # = patterns.REGIMES
 
 
 def _data_options(f):
@@ -53,12 +56,13 @@ def fit_patterns_command(model, data, out, save_statistics, **options):
     preprocessed inputs (N, ...). Use the patterns with `onnxplain explain -m pattern.attribution
     --patterns PATTERNS.npz` (or `export`).
     """
+    from .patterns import count_samples, fit_patterns_file, fit_summary
+
     start = time.perf_counter()
     with Progress(count_samples(list(data), options["limit"]), "fitting patterns") as bar:
-        pats = fit_patterns(model, list(data), progress=bar.update, **_api(options))
-    seconds = time.perf_counter() - start
-    path = pats.save(out, statistics=save_statistics)
-    click.echo(fit_summary(pats, path, seconds))
+        pats, path = fit_patterns_file(model, list(data), out, statistics=save_statistics, progress=bar.update,
+                                       **_api(options))
+    click.echo(fit_summary(pats, path, time.perf_counter() - start))
 
 
 @click.command("signal-quality")
@@ -75,6 +79,8 @@ def signal_quality_command(model, patterns, data, no_split, **options):
     ρ(S) is Eq. 1 of Kindermans et al. 2018, reported for S_w (the gradient's estimator), S_a and S_a+-.
     Fit PATTERNS with `--estimator all` to get every column.
     """
+    from .patterns import count_samples, signal_quality
+
     with Progress(count_samples(list(data), options["limit"]), "measuring") as bar:
         report = signal_quality(model, patterns, list(data), split=not no_split, progress=bar.update,
                                 **_api(options))

@@ -1,10 +1,45 @@
-"""Atomic file output: nothing half-written is ever left behind, and permissions follow the umask."""
+"""File output: the one guard that no output replaces an input, and atomic writes.
+
+Every command that writes files (``explain``, ``export``, ``fit-patterns``) first passes all its output
+paths and all its input files to :func:`refuse_inputs` — before any work, so that a refusal writes nothing —
+and then writes each file with :func:`atomic_write`: nothing half-written is ever left behind, and
+permissions follow the umask.
+"""
 from __future__ import annotations
 
 import os
 import secrets
 
 from .errors import OnnxplainError
+
+
+def _identity(path):
+    """(st_dev, st_ino) of the file ``path`` leads to (symlinks followed), None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_inputs(outputs, inputs, hint: str = "choose another output path") -> None:
+    """Raise :class:`OnnxplainError` when any of ``outputs`` is a file of ``inputs``: the same path, a
+    symlink to it or from it, a hard link of it, or the same file through a symlinked folder.
+
+    An output that does not exist yet (or a dangling symlink, which the atomic rename replaces without
+    touching its target) is never an input.
+    """
+    ids = {}
+    for src in inputs:
+        ident = _identity(os.fspath(src)) if src is not None else None
+        if ident is not None:
+            ids.setdefault(ident, os.fspath(src))
+    for out in outputs:
+        out = os.fspath(out)
+        hit = ids.get(_identity(out))
+        if hit is not None:
+            how = "" if os.path.abspath(hit) == os.path.abspath(out) else " (the same file, through a link)"
+            raise OnnxplainError(f"output {out} would overwrite the input file {hit}{how}; {hint}")
 
 
 def atomic_write(path, write, *, what: str = "file") -> str:
@@ -17,6 +52,8 @@ def atomic_write(path, write, *, what: str = "file") -> str:
     folder, base = os.path.split(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OnnxplainError(f"cannot write {what} {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise OnnxplainError(f"cannot write {what} {path}: it is a folder; give a file path")
     tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # respects the umask
@@ -32,5 +69,5 @@ def atomic_write(path, write, *, what: str = "file") -> str:
             raise
     except OSError as e:
         raise OnnxplainError(f"cannot write {what} {path}: {e.strerror or e}; check that the folder is "
-                             "writable") from None
+                             "writable and has space") from None
     return path

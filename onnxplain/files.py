@@ -1,8 +1,9 @@
 """Explain image files into an output folder: per image a side-by-side PNG, a heatmap PNG and the raw
 relevance as ``.npy`` (the model's input layout), named ``<stem>.<method>.<ext>``.
 
-No output ever replaces an input file (the model or an image): such a path is refused before anything is
-written, and every file is written atomically.
+No output ever replaces an input file (the model, its external data or an image, also through a symlink
+or hard link): :func:`onnxplain.fileio.refuse_inputs` refuses such a path before anything is written, and
+every file is written atomically.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import heatmap
+from .canonical.loading import source_files
 from .errors import OnnxplainError
-from .fileio import atomic_write
+from .fileio import atomic_write, refuse_inputs
 from .images import Preprocessing, input_spec, load_images
 from .progress import Progress
 
@@ -60,13 +62,18 @@ def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | N
     spec = input_spec(canonical.input_shape, canonical.layout, layout)
     x, originals = load_images(images, size=size or spec["size"], channels=spec["channels"] or 3,
                                layout=spec["layout"], scale=pre.scale, mean=pre.mean, std=pre.std)
-    outputs = output_paths(outdir, images, explainer.method.name, protected=[*protected, *images])
-    os.makedirs(outdir, exist_ok=True)
+    outputs = output_paths(outdir, images, explainer.method.name)
+    refuse_inputs([p for triple in outputs for p in triple],
+                  [*source_files(canonical.source), *protected, *images], hint="choose another --outdir")
     results = []
+    hint = None if size or spec["size"] else (f"the model does not fix its input size and the images are "
+                                              f"{originals[0].shape[0]}x{originals[0].shape[1]}: pass --size H W "
+                                              "with the size it was made for")
     bar = Progress(len(images), "explaining", len(images) >= PROGRESS_MIN_IMAGES)
     with bar:
         for start in range(0, len(x), explainer.batch_size):
-            res = explainer.explain(x[start:start + explainer.batch_size], target=target)
+            res = _explain(explainer, x[start:start + explainer.batch_size], target, hint)
+            os.makedirs(outdir, exist_ok=True)  # once something is there to write
             for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
                 png, heat, npy = outputs[i]
                 atomic_write(npy, lambda f, rel=rel: np.save(f, rel), what="relevance")
@@ -75,6 +82,17 @@ def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | N
                 results.append(FileResult(images[i], logits, int(t), outputs[i]))
             bar.update(len(res.logits))
     return FilesReport(results, res.extras.get("provider"))
+
+
+def _explain(explainer, x, target, hint):
+    """``explainer.explain``; a failing onnxruntime run gets the ``hint`` (on images of a size the model
+    does not fix)."""
+    try:
+        return explainer.explain(x, target=target)
+    except OnnxplainError as exc:
+        if hint and str(exc).startswith("onnxruntime cannot run"):
+            raise OnnxplainError(f"{exc} ({hint})") from None
+        raise
 
 
 def unique_stems(paths) -> list:
@@ -96,13 +114,7 @@ def unique_stems(paths) -> list:
     return out
 
 
-def output_paths(outdir, images, method, protected) -> list:
-    """[(overlay.png, heatmap.png, relevance.npy)] per image; refuses paths that are input files."""
-    out = [tuple(os.path.join(outdir, f"{stem}.{method}{ext}") for ext in (".png", ".heatmap.png", ".npy"))
-           for stem in unique_stems(images)]
-    for path in (p for triple in out for p in triple):
-        for src in protected:
-            if os.path.exists(path) and os.path.exists(src) and os.path.samefile(path, src):
-                raise OnnxplainError(f"output {path} would overwrite the input file {src}; "
-                                     "choose another --outdir")
-    return out
+def output_paths(outdir, images, method) -> list:
+    """[(overlay.png, heatmap.png, relevance.npy)] per image."""
+    return [tuple(os.path.join(outdir, f"{stem}.{method}{ext}") for ext in (".png", ".heatmap.png", ".npy"))
+            for stem in unique_stems(images)]

@@ -19,6 +19,7 @@ Grayscale images requested with ``channels=3`` are replicated to three channels.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -59,23 +60,32 @@ def _per_channel(name, value, channels):
 
 
 def _open(path):
-    """Open ``path`` fully decoded, with EXIF orientation applied."""
+    """Open ``path`` fully decoded, with EXIF orientation applied.
+
+    Images over Pillow's pixel budget (``Image.MAX_IMAGE_PIXELS``; Pillow itself only warns up to twice
+    that) are refused from their header, before their pixels are decoded.
+    """
     name = os.fspath(path)
     if not os.path.exists(name):
         raise ImageError(f"image file not found: {name}")
     if os.path.isdir(name):
         raise ImageError(f"{name} is a directory, not an image file: pass image files")
     try:
-        with Image.open(name) as img:
-            img.load()
-            out = ImageOps.exif_transpose(img)
-            return out if out is not None else img.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(name) as img:
+                img.load()
+                out = ImageOps.exif_transpose(img)
+                return out if out is not None else img.copy()
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image Pillow can read: pass a PNG, JPEG, BMP, ... file") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name} is too large to load safely ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name} is too large to load safely: {e}; onnxplain loads at most "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels (PIL.Image.MAX_IMAGE_PIXELS)") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"cannot read image {name}: {e}; check that the file is a complete, valid image") from None
+    except Exception as e:  # Pillow's decoders raise what they meet on a damaged file (TypeError, struct.error…)
+        raise ImageError(f"cannot read image {name}: the file is damaged ({type(e).__name__}: {e})") from None
 
 
 def _to_float(img, channels, size):
@@ -130,10 +140,14 @@ def load_images(paths, *, size=None, channels=3, layout="nchw", scale=1 / 255, m
         scale = float(scale)
     except (TypeError, ValueError):
         raise ImageError(f"scale must be a number, got {scale!r}") from None
+    if not np.isfinite(scale):
+        raise ImageError(f"scale must be a finite number, got {scale!r}")
 
     pixels, originals = [], []
     for p in paths:
         arr = _to_float(_open(p), channels, size)
+        if not np.isfinite(arr).all():  # a floating-point image (TIFF mode F) holding NaN or ±Inf
+            raise ImageError(f"{os.fspath(p)} has NaN or infinite pixel values: pass an image with finite pixels")
         if pixels and arr.shape != pixels[0].shape:
             raise ImageError(f"{os.fspath(p)} is {arr.shape[0]}x{arr.shape[1]} but {os.fspath(paths[0])} is "
                              f"{pixels[0].shape[0]}x{pixels[0].shape[1]} (HxW): pass --size H W to resize all images")
@@ -141,11 +155,16 @@ def load_images(paths, *, size=None, channels=3, layout="nchw", scale=1 / 255, m
         rgb = arr if arr.shape[2] == 3 else np.repeat(arr, 3, axis=2)
         originals.append(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
 
-    x = np.stack(pixels).astype(np.float32) * np.float32(scale)  # (N, H, W, C)
-    if mean is not None:
-        x -= mean
-    if std is not None:
-        x /= std
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the image
+        x = np.stack(pixels).astype(np.float32) * np.float32(scale)  # (N, H, W, C)
+        if mean is not None:
+            x -= mean
+        if std is not None:
+            x /= std
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        raise ImageError(f"the pixels of {os.fspath(paths[int(np.argmin(finite))])} become infinite with scale "
+                         f"{scale:g}, mean {mean} and std {std} (beyond float32): check these values")
     if lay == "nchw":
         x = x.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x, dtype=np.float32), originals

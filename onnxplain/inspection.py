@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import onnx
 
+from . import runtime
 from .canonical import canonicalize
 from .errors import OnnxplainError
 from .explainer import missing_for
@@ -66,25 +67,56 @@ def support(canonical, method: str) -> str:
     return "no rule for " + ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(ops.items()))
 
 
+def run_problem(canonical) -> str | None:
+    """What keeps onnxruntime from running the canonical model on one all-zero input (a kernel failing on
+    the weights, a zero-size weight, a Conv group that does not fit), or non-finite logits of that input;
+    None when it runs — or when the input's size is not fixed, so that no input can be made up."""
+    shape = list(canonical.input_shape or [])
+    static = [isinstance(d, (int, np.integer)) and d > 0 for d in shape]
+    if not shape or not all(static[1:]):
+        return None
+    x = np.zeros([int(d) if ok else 1 for d, ok in zip(shape, static)], dtype=canonical.dtype)
+    try:
+        logits = runtime.Session(canonical.to_onnx(), "cpu").run({canonical.input_name: x})[0]
+    except OnnxplainError as exc:
+        return str(exc)
+    if np.issubdtype(np.asarray(logits).dtype, np.floating) and not np.isfinite(logits).all():
+        return "the logits of an all-zero input are not finite"
+    return None
+
+
 def inspect_lines(model, input: str | None = None, output: str | None = None) -> list:
-    """The report of ``onnxplain inspect``: inputs, the chosen image input and logits, canonicalisation notes,
-    the op histogram of the source and canonical graph, and per method the ops that lack rules."""
+    """The report of ``onnxplain inspect``: inputs, outputs (which is explained and why, what the others
+    are), the chosen image input and logits, canonicalisation notes, the op histogram of the source and
+    canonical graph, and per method the ops that lack rules."""
     canonical = canonicalize(model, input=input, output=output)
     proto = onnx.load(model, load_external_data=False)
     weights = {t.name for t in proto.graph.initializer}
     lines = ["inputs:"]
     lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}"
               for vi in proto.graph.input if vi.name not in weights]
+    lines.append("outputs:")
+    roles = canonical.output_roles
+    lines += [f"  {vi.name}: {value_info(vi)}  {roles.get(vi.name, '')}".rstrip() for vi in proto.graph.output]
     lines.append(f"image input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} "
                  f"(layout {canonical.layout or '?'})")
+    lines.append(f"explained output: {canonical.source_output} ({canonical.output_reason})")
     lines.append(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
-    lines += [f"note: {note}" for note in canonical.notes]
+    # the output notice says what the outputs section does
+    lines += [f"note: {note}" for note in canonical.notes if note != canonical.output_notice]
     lines.append(f"{'ops:':<26} {'source':>8} {'canonical':>9}")
     source, ops = canonical.source_ops, canonical.ops
     for op, _ in sorted((collections.Counter(source) + collections.Counter(ops)).items(),
                         key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {op:<24} {source.get(op, '-'):>8} {ops.get(op, '-'):>9}")
+    problem = run_problem(canonical)
+    if problem:
+        lines.append(f"problem: {problem}")
+    elif not all(isinstance(d, (int, np.integer)) and d > 0 for d in canonical.input_shape[1:]):
+        lines.append("note: the input size is not fixed, so the model was not test-run; explain images at the "
+                     "size it was made for (--size H W)")
     lines.append("methods:")
     width = max(map(len, methods()), default=0)
-    lines += [f"  {name:<{width}}  {support(canonical, name)}" for name in methods()]
+    lines += [f"  {name:<{width}}  {'cannot run (see problem)' if problem else support(canonical, name)}"
+              for name in methods()]
     return lines

@@ -78,8 +78,8 @@ def ok(result):
 
 
 def fails(result, *hints):
-    """A user error: exit code 1 through click (no crash), one line 'Error: ...' naming the hints."""
-    assert result.exit_code == 1, result.output
+    """A user error: exit code 2 through click (no crash), one line 'Error: ...' naming the hints."""
+    assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
@@ -245,7 +245,7 @@ def test_inspect_lists_ops_without_rules(model, monkeypatch):
     assert re.search(r"^  deconvnet\s+supported$", out, re.M)  # overrides Relu
 
 
-# ---- user errors: one line, exit code 1, a hint, nothing written -------------------------------------
+# ---- user errors: one line, exit code 2, a hint, nothing written -------------------------------------
 def test_missing_model(tmp_path, images):
     fails(run("explain", tmp_path / "nope.onnx", images[0], "-o", tmp_path / "out"), "not found", "nope.onnx")
     fails(run("inspect", tmp_path / "nope.onnx"), "not found")

@@ -191,7 +191,7 @@ def test_fit_patterns_command_on_a_folder(tmp_path):
     assert "S_a+-" in r.output
     # library errors become one-line messages (the group's handler: the commands do not catch them)
     r = CliRunner().invoke(main, fit + [str(tmp_path / "none"), "-o", str(tmp_path / "x.npz")])
-    assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
 
 
 def test_progress_of_unknown_length_counts():
@@ -235,4 +235,4 @@ def test_explain_and_export_commands_with_patterns(tmp_path):
     assert rel.shape == (2, 3, 10, 10) and np.all(np.isfinite(rel))
     r = CliRunner().invoke(main, ["explain", str(tmp_path / "m.onnx"), str(tmp_path / "imgs" / "0.png"), "-m",
                                   "pattern.attribution", "-O", "patterns=missing.npz"])
-    assert r.exit_code == 1 and "patterns file not found" in r.output
+    assert r.exit_code == 2 and "patterns file not found" in r.output

@@ -2,32 +2,105 @@
 
 ``register(name, description)`` decorates a factory ``factory(**options) -> Method``; ``get_method``
 validates the options against the factory's signature and builds the method; ``methods()`` lists names.
+
+The built-in methods are known without importing them: :data:`BUILTIN` names the module that registers
+each one and its description, so that ``methods()``, ``describe()`` and the command line's help import no
+method module (nor onnx or onnxruntime); ``get_method`` imports the module on first use. A module that
+registers a built-in name with another description, or a name :data:`BUILTIN` places elsewhere, is an
+error at import time; ``tests/test_robustness.py`` checks that the table lists exactly what is registered.
 """
 from __future__ import annotations
 
+import importlib
+import sys
+
 from ..errors import OnnxplainError
-from .base import Method
+
+_GRADIENT, _LRP, _PATTERNS = "onnxplain.methods.gradient", "onnxplain.lrp.presets", "onnxplain.patterns.methods"
+
+# name → (the module that registers it, description), in the order `onnxplain methods` lists them
+BUILTIN: dict = {
+    "gradient": (_GRADIENT, "saliency: ∂ logit / ∂ input (postprocess none|abs|square)"),
+    "input_t_gradient": (_GRADIENT, "input × gradient"),
+    "deconvnet": (_GRADIENT, "DeconvNet: ReLU passes the positive part of the upper signal"),
+    "guided_backprop": (_GRADIENT, "Guided Backprop: ReLU passes positive signal where the input was positive"),
+    "lrp.z": (_LRP, "LRP-0 (z-rule) on every linear layer"),
+    "lrp.epsilon": (_LRP, "LRP-ε on every linear layer (epsilon=1e-6)"),
+    "lrp.z_plus": (_LRP, "LRP z⁺ on every linear layer"),
+    "lrp.alpha_beta": (_LRP, "LRP-αβ (alpha=2, beta=1 by default; α−β=1)"),
+    "lrp.alpha_2_beta_1": (_LRP, "LRP-α2β1 on every linear layer"),
+    "lrp.alpha_1_beta_0": (_LRP, "LRP-α1β0 on every linear layer"),
+    "lrp.gamma": (_LRP, "LRP-γ on every linear layer (gamma=0.25)"),
+    "lrp.w_square": (_LRP, "w²-rule on every linear layer"),
+    "lrp.flat": (_LRP, "flat rule on every linear layer"),
+    "lrp.epsilon_plus": (_LRP, "Zennit EpsilonPlus: conv z⁺, dense ε"),
+    "lrp.epsilon_plus_flat": (_LRP, "Zennit EpsilonPlusFlat: conv z⁺, dense ε, first layer flat"),
+    "lrp.epsilon_gamma_box": (_LRP, "Zennit EpsilonGammaBox: conv γ, dense ε, first layer z^B (low, high)"),
+    "lrp.epsilon_alpha2_beta1": (_LRP, "Zennit EpsilonAlpha2Beta1: conv α2β1, dense ε"),
+    "lrp.epsilon_alpha2_beta1_flat": (_LRP, "Zennit EpsilonAlpha2Beta1Flat: + first layer flat"),
+    "lrp.sequential_preset_a": (_LRP, "iNNvestigate preset A: dense ε=0.1, conv α1β0 (bias in both)"),
+    "lrp.sequential_preset_b": (_LRP, "iNNvestigate preset B: dense ε=0.1, conv α2β1 (bias in both)"),
+    "deep_taylor": (_LRP, "deep Taylor: z⁺ (bias-free) on ReLU inputs, w² on unbounded inputs"),
+    "deep_taylor.bounded": (_LRP, "deep Taylor with z^B at the input layer (low, high)"),
+    "lrp": (_LRP, "LRP with your own rules: rules={'Conv': ('gamma', {'gamma': 0.25}), 'Gemm': 'epsilon', "
+                  "'<node-name pattern>': ...}, first_layer=...; default ε elsewhere"),
+    "pattern.net": (_PATTERNS, "PatternNet: the signal a·y, backward pass with the learned patterns A "
+                               "(needs patterns=FILE from fit-patterns)"),
+    "pattern.attribution": (_PATTERNS, "PatternAttribution: relevance from a backward pass with W ⊙ A₊ "
+                                       "(needs patterns=FILE from fit-patterns)"),
+    "occlusion": ("onnxplain.perturbation.occlusion",
+                  "occlusion (any model, no rules): drop of the target score when a sliding window is replaced "
+                  "(window, strides, replacement zero|mean|blur|value, score logit|probability)"),
+    "rise": ("onnxplain.perturbation.rise",
+             "RISE (any model, no rules): score-weighted random upsampled masks "
+             "(n_masks, grid, p, seed, score probability|logit)"),
+    "integrated_gradients": ("onnxplain.sampling.integrated_gradients",
+                             "Integrated Gradients (Captum conventions): steps, quadrature "
+                             "gausslegendre|riemann_left|right|middle|trapezoid, baseline "
+                             "zeros|black|white|mean|blur|array, internal_batch_size; delta in extras"),
+    "smoothgrad": ("onnxplain.sampling.smoothgrad",
+                   "SmoothGrad / NoiseTunnel over any method (base=gradient|...): samples, noise (fraction of the "
+                   "input range) or stdevs, variant smoothgrad|smoothgrad_sq|vargrad, seed, clean_last; other "
+                   "options go to the base method"),
+}
 
 _REGISTRY: dict = {}
+_ORIGIN: dict = {}  # name → the module that registered it
 
 
 def register(name: str, description: str):
     """Register a method factory ``factory(**options) -> Method`` under ``name`` (once per name)."""
+    caller = sys._getframe(1).f_globals.get("__name__", "?")
+
     def deco(factory):
         if name in _REGISTRY:
             raise RuntimeError(f"method '{name}' is registered twice")
+        if name in BUILTIN and BUILTIN[name] != (caller, description):
+            raise RuntimeError(f"method '{name}' is registered by {caller} as {description!r}, but "
+                               f"methods/registry.py's BUILTIN says {BUILTIN[name]}: keep them equal")
         _REGISTRY[name] = (factory, description)
+        _ORIGIN[name] = caller
         return factory
     return deco
 
 
 def methods() -> list:
-    """Names of all available methods."""
-    return list(_REGISTRY)
+    """Names of all available methods (the built-in ones without importing them)."""
+    return list(BUILTIN) + [name for name in _REGISTRY if name not in BUILTIN]
 
 
 def describe() -> dict:
-    return {name: desc for name, (_, desc) in _REGISTRY.items()}
+    """{name: one-line description} of every method."""
+    out = {name: desc for name, (_, desc) in BUILTIN.items()}
+    out.update({name: desc for name, (_, desc) in _REGISTRY.items() if name not in BUILTIN})
+    return out
+
+
+def _factory(name: str):
+    """The factory of ``name``, importing the module of a built-in method on first use."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name][0])
+    return _REGISTRY.get(name, (None, None))[0]
 
 
 def get_method(name: str, preprocessing=None, **options):
@@ -36,15 +109,19 @@ def get_method(name: str, preprocessing=None, **options):
     ``preprocessing`` (:class:`onnxplain.images.Preprocessing`) describes the input domain; it reaches only
     the factories that take it (z^B bounds of the box rules, pixel-space baselines of Integrated Gradients).
     """
-    if isinstance(name, Method):
-        return name
-    if name not in _REGISTRY:
+    if not isinstance(name, str):
+        from .base import Method
+
+        if isinstance(name, Method):
+            return name
+        raise OnnxplainError(f"method must be a name or a Method, not {type(name).__name__}")
+    factory = _factory(name)
+    if factory is None:
         import difflib
 
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        close = difflib.get_close_matches(name, methods(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise OnnxplainError(f"unknown method '{name}'{hint}; `onnxplain methods` lists them")
-    factory, _ = _REGISTRY[name]
     accepted = _parameters(factory)
     if accepted is not None:
         unknown = sorted(set(options) - (accepted - {"preprocessing"}))

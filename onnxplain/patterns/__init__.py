@@ -22,7 +22,7 @@ Modules, in pipeline order (imports run down this list only, never back up):
 """
 from .data import IMAGE_EXTENSIONS, count_samples, iter_batches  # noqa: F401
 from .estimators import ESTIMATORS, linear_pattern, two_component_pattern  # noqa: F401
-from .fitting import Collector, as_patterns, fit_patterns, fit_statistics, fit_summary  # noqa: F401
+from .fitting import Collector, as_patterns, fit_patterns, fit_patterns_file, fit_statistics, fit_summary  # noqa: F401,E501
 from .layers import Layer, find_layers, layers_fingerprint, regime_tensor  # noqa: F401
 from .learned import Patterns  # noqa: F401
 from .methods import SEEDS, PatternMethod  # noqa: F401  (registers pattern.net and pattern.attribution)

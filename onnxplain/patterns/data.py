@@ -49,6 +49,13 @@ def _is_pathlike_list(data) -> bool:
     return isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(d, (str, os.PathLike)) for d in data)
 
 
+def data_files(data) -> list:
+    """The files ``data`` reads (image and .npy files, folders searched), [] for arrays and iterables."""
+    if not _is_pathlike_list(data):
+        return []
+    return _expand_files([data] if isinstance(data, (str, os.PathLike)) else data)
+
+
 def count_samples(data, limit: int | None = None) -> int | None:
     """Number of samples in ``data`` (at most ``limit``) if known without loading it, else None."""
     n = _count(data)
@@ -80,7 +87,7 @@ def iter_batches(data, canonical: CanonicalModel, batch_size=64, limit=None, *, 
     left = [int(limit) if limit else None]
     buf: list = []
 
-    def take(arr):
+    def take(arr, where="the data", first=0):
         arr = np.asarray(arr)
         if arr.ndim == rank - 1:
             arr = arr[None]
@@ -90,7 +97,13 @@ def iter_batches(data, canonical: CanonicalModel, batch_size=64, limit=None, *, 
         if left[0] is not None:
             arr = arr[:left[0]]
             left[0] -= len(arr)
-        return arr.astype(dtype, copy=False)
+        arr = arr.astype(dtype, copy=False)
+        bad = ~np.isfinite(arr) if arr.dtype.kind == "f" else None
+        if bad is not None and bad.any():  # NaN would pass into the sums unseen
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise OnnxplainError(f"{where} contains NaN or an infinite value at index {(idx[0] + first,) + idx[1:]}: "
+                                 "patterns need finite inputs")
+        return arr
 
     def chunks(arr):
         for s in range(0, len(arr), batch_size):
@@ -125,8 +138,8 @@ def iter_batches(data, canonical: CanonicalModel, batch_size=64, limit=None, *, 
                     arr = np.load(f, mmap_mode="r", allow_pickle=False)
                 except ValueError as exc:
                     raise OnnxplainError(f"cannot read {f}: {exc}") from None
-                for part in chunks(arr if arr.ndim == rank else arr[None]):
-                    yield np.ascontiguousarray(take(part))
+                for k, part in enumerate(chunks(arr if arr.ndim == rank else arr[None])):
+                    yield np.ascontiguousarray(take(part, f, k * batch_size))
                     if done():
                         return
         return

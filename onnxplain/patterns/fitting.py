@@ -7,14 +7,16 @@ import numpy as np
 
 from .. import runtime
 from ..canonical import CanonicalModel, canonicalize
+from ..canonical.loading import source_files
 from ..errors import OnnxplainError
-from .data import iter_batches
+from ..fileio import refuse_inputs
+from .data import data_files, iter_batches
 from .estimators import ESTIMATORS
 from .layers import find_layers
 from .learned import Patterns
 from .statistics import Statistics
 from .statistics_graph import statistics_model
-from .store import HINT
+from .store import HINT, statistics_path
 
 
 def as_canonical(model, input=None, output=None) -> CanonicalModel:
@@ -43,6 +45,14 @@ class Collector:
                 raise OnnxplainError(f"data samples have shape {tuple(batch.shape[1:])} but the model expects "
                                      f"{tuple(d if isinstance(d, (int, np.integer)) and d > 0 else '?' for d in want)}"
                                      " (resize images with --size H W / size=(H, W))")
+        fixed = self.canonical.input_shape[0] if self.canonical.input_shape else None
+        if isinstance(fixed, (int, np.integer)) and 0 < fixed < len(batch):  # a graph with a fixed batch size
+            if len(batch) % fixed:
+                raise OnnxplainError(f"the model's batch size is fixed to {fixed}: give a multiple of {fixed} "
+                                     "inputs (or a batch size that is one)")
+            for start in range(0, len(batch), int(fixed)):
+                self.add(batch[start:start + int(fixed)], into)
+            return
         if self._sess is None:
             model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
                                                  sample_shape=batch.shape[1:])
@@ -96,6 +106,16 @@ def fit_patterns(model, data, estimator: str = "two_component", batch_size: int 
     stats = fit_statistics(model, data, moments=estimator, batch_size=batch_size, device=device, regime=regime,
                            limit=limit, progress=progress, input=input, output=output, **preprocessing)
     return stats.patterns(estimator)
+
+
+def fit_patterns_file(model, data, out, *, statistics: bool = False, **options) -> tuple:
+    """:func:`fit_patterns`, saved to ``out`` (with ``statistics``, also ``PATTERNS.stats.npz``); returns
+    ``(patterns, path)``. Refused before any fitting when an output is one of the inputs: the model, its
+    external data or a data file."""
+    outputs = [out] + ([statistics_path(out)] if statistics else [])
+    refuse_inputs(outputs, [*source_files(model), *data_files(data)], hint="choose another -o/--out")
+    pats = fit_patterns(model, data, **options)
+    return pats, pats.save(out, statistics=statistics)
 
 
 def as_patterns(patterns) -> Patterns:

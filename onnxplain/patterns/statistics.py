@@ -54,9 +54,10 @@ class Statistics:
     def add_batch(self, outputs: dict, spec, inputs: int):
         """Add one run of the statistics graph (``outputs``: output name → array; ``spec`` as returned by
         :func:`~.statistics_graph.statistics_model`) over ``inputs`` inputs."""
+        scales = {i: outputs[oname] for i, key, oname in spec if key == "scale"}
         for i, key, oname in spec:
             lay = self.layers[i]
-            for k, v in batch_sums(lay, self.moments, key, outputs[oname]):
+            for k, v in batch_sums(lay, self.moments, key, outputs[oname], scales.get(i, (1.0, 1.0))):
                 self._add(lay.name, k, v)
         self.sums.setdefault(store.INPUTS, {"n": np.zeros(())})
         self.sums[store.INPUTS]["n"] = self.sums[store.INPUTS]["n"] + inputs

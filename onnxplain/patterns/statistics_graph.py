@@ -4,6 +4,10 @@
 weight-shaped correlations; for a convolution every output position of every image is one sample, x its
 zero-padded input patch); :func:`batch_sums` reads one output of it back as named per-layer sums, which
 :class:`~onnxplain.patterns.statistics.Statistics` adds up.
+
+The sums are taken of x / 2^a and y / 2^b, with 2^a ≥ max |x| and 2^b ≥ max |y| of the batch (output
+``scale``): products of large activations (models whose logits reach 1e20 and more) would overflow float32
+otherwise. :func:`batch_sums` multiplies the powers of two back in float64, which is exact.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..canonical import CanonicalModel, export_graph
+from ..canonical.passes import fill_batch_free_dims
 from ..errors import OnnxplainError
 from ..graph import Builder, static_shape
 from .layers import Layer
@@ -58,12 +63,31 @@ def _fixed_input_graph(canonical: CanonicalModel, sample_shape) -> gs.Graph:
         d.dim_value = int(v)
     model.graph.ClearField("value_info")
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    return gs.import_onnx(model)
+    g = gs.import_onnx(model)
+    if not all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
+        # dims unknown only because the batch is symbolic (a Reshape to [N, h, w, -1] before a projection)
+        fill_batch_free_dims(g, lambda t: gs.import_onnx(onnx.shape_inference.infer_shapes(export_graph(t),
+                                                                                           data_prop=True)))
+    return g
 
 
 def _static_sample(t) -> bool:
     """Whether all dims of ``t`` but the batch axis are known."""
     return t.shape is not None and all(isinstance(d, (int, np.integer)) and d > 0 for d in t.shape[1:])
+
+
+def _scale(b, t, like):
+    """The power of two 2^ceil(log2 max|t|) over the whole batch (1 when t is all zero), as a scalar."""
+    m = b.op("ReduceMax", b.op("Abs", t), keepdims=0)
+    m = b.where(b.op("Greater", m, b.scalar(0.0, like=like)), m, b.scalar(1.0, like=like))
+    k = b.op("Ceil", b.div(b.op("Log", m), b.scalar(np.log(2.0), like=like)))
+    return b.op("Pow", b.scalar(2.0, like=like), k)
+
+
+def _scaled(b, t, scale):
+    out = b.div(t, scale)
+    out.shape, out.dtype = t.shape, t.dtype
+    return out
 
 
 def _reduce_all_but(b, t, keep_axis, rank):
@@ -219,6 +243,9 @@ def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "tw
             m = b.cast(b.op("Greater", src, b.scalar(0.0, like=x)), dtype)
             if src is not y and static_shape(src) != static_shape(z):
                 m = b.reshape(m, b.shape(z))
+        sx, sy = _scale(b, x, x), _scale(b, y, x)
+        emit(i, "scale", b.op("Concat", *[b.op("Unsqueeze", t, b.ints([0])) for t in (sx, sy)], axis=0), dtype)
+        x, y = _scaled(b, x, sx), _scaled(b, y, sy)
         my = b.mul(m, y) if m is not None else None
         values = {"sxy": y, "smxy": my, "smx": m, "sy": y, "sm": m}
         if "syy" in vkeys:
@@ -245,21 +272,34 @@ def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "tw
     return model, spec
 
 
-def batch_sums(lay: Layer, moments: str, key: str, arr: np.ndarray):
-    """The sums in one output ``key`` ("shape", "vec", "corr", "sx", "sxx") of layer ``lay`` of the
-    statistics graph: yields (sum name, array) in the layout :class:`Statistics` keeps."""
+# the powers of (x scale, y scale) each sum is to be multiplied by (see the module docstring)
+_POWERS = {"sy": (0, 1), "sm": (0, 0), "syy": (0, 2), "smy": (0, 1), "smyy": (0, 2), "sxy": (1, 1),
+           "smxy": (1, 1), "smx": (1, 0), "sx": (1, 0), "sxx": (2, 0)}
+
+
+def batch_sums(lay: Layer, moments: str, key: str, arr: np.ndarray, scale=(1.0, 1.0)):
+    """The sums in one output ``key`` ("shape", "vec", "corr", "sx", "sxx"; "scale" yields none) of layer
+    ``lay`` of the statistics graph, given the layer's output ``scale`` (2^a, 2^b): yields (sum name, float64
+    array) in the layout :class:`Statistics` keeps."""
     if key == "shape":
         yield "n", np.prod(arr) / lay.neurons
-    elif key == "vec":
+        return
+    if key == "vec":
         _, vkeys, _, _ = _plan(lay, moments)
-        yield from zip(vkeys, arr.reshape(len(vkeys), lay.neurons))
+        parts = zip(vkeys, arr.reshape(len(vkeys), lay.neurons))
     elif key == "corr":
         tkeys, _, _, _ = _plan(lay, moments)
-        yield from zip(tkeys, _split_corr(lay, arr, len(tkeys)))
+        parts = zip(tkeys, _split_corr(lay, arr, len(tkeys)))
     elif key == "sx":
-        yield "sx", arr.reshape(lay.group, -1) if lay.op == "Conv" else arr.reshape(1, -1)
+        parts = [("sx", arr.reshape(lay.group, -1) if lay.op == "Conv" else arr.reshape(1, -1))]
     elif key == "sxx":
-        yield "sxx", arr.reshape(lay.group, lay.fan_in, lay.fan_in)
+        parts = [("sxx", arr.reshape(lay.group, lay.fan_in, lay.fan_in))]
+    else:
+        return
+    tx, ty = (float(v) for v in np.asarray(scale, np.float64).reshape(2))
+    for name, v in parts:
+        px, py = _POWERS[name]
+        yield name, np.asarray(v, np.float64) * (tx ** px * ty ** py)
 
 
 def _split_corr(lay: Layer, arr, k):
