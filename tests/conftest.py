@@ -10,6 +10,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def pytest_collection_modifyitems(config, items):
+    if "corpus" not in (config.option.markexpr or ""):  # the cached corpus takes minutes: only on request
+        skip_corpus = pytest.mark.skip(reason="the cached intake corpus runs with -m corpus")
+        for item in items:
+            if "corpus" in item.keywords:
+                item.add_marker(skip_corpus)
     if importlib.util.find_spec("torch") is None:
         skip = pytest.mark.skip(reason="needs PyTorch (pip install torch==2.13.0)")
         for item in items:

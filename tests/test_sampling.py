@@ -290,8 +290,10 @@ def test_exported_smoothgrad_with_stdevs_and_clean_last(tmp_path):
 def test_in_graph_export_needs_a_dynamic_batch(tmp_path):
     n = helper.make_node
     w = np.random.default_rng(0).standard_normal((12, 3)).astype(np.float32)
-    m = make([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "W", "B"], ["logits"])],
-             {"W": w, "B": np.zeros(3)}, [1, 3, 2, 2], out_shape=[1, 3])
+    # a batch the canonicalisation cannot free: a constant row concatenated along the features
+    m = make([n("Flatten", ["x"], ["f"]), n("Concat", ["f", "one"], ["fc"], axis=1), n("Gemm", ["fc", "W", "B"], ["logits"])],
+             {"one": np.ones((1, 1)), "W": np.vstack([w, np.zeros((1, 3))]), "B": np.zeros(3)}, [1, 3, 2, 2],
+             out_shape=[1, 3])
     ex = onnxplain.Explainer(m, "integrated_gradients", steps=4)
     with pytest.raises(onnxplain.OnnxplainError, match="fixed batch"):
         ex.export(tmp_path / "ig.onnx")

@@ -1,5 +1,6 @@
 """The canonical model: a canonical graph (one image input, one logits output) and what was learnt about
-it while canonicalising (opset, layout, the source's ops, notes on each rewrite)."""
+it while canonicalising (opset, layout, the source's ops, notes on each rewrite, which of the source's
+outputs is explained and why)."""
 from __future__ import annotations
 
 import collections
@@ -23,6 +24,15 @@ class CanonicalModel:
     source: str = ""
     source_ops: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    # the source's output explained, every source output's role and why (for ``inspect``), and the notice
+    # when several outputs could have been the class scores (see :mod:`.io`); None when the choice was clear
+    source_output: str = ""
+    output_roles: dict = field(default_factory=dict)
+    output_reason: str = ""
+    output_notice: str | None = None
+    # the source's own (input, output) dtypes when the graph computes in another float type (an fp16 model
+    # explained in float32, see passes/precision.py); explainer graphs cast at their boundary to these
+    io_dtypes: tuple | None = None
 
     @property
     def input(self) -> gs.Variable:
@@ -38,7 +48,15 @@ class CanonicalModel:
 
     @property
     def dtype(self):
+        """The float type the canonical graph computes in (its input's)."""
         return np.dtype(self.input.dtype or np.float32)
+
+    @property
+    def boundary_dtypes(self) -> tuple:
+        """(input dtype, logits dtype) of an explainer's inputs and outputs: the source model's own."""
+        if self.io_dtypes:
+            return tuple(np.dtype(d or self.dtype) for d in self.io_dtypes)
+        return self.dtype, np.dtype(self.output.dtype or self.dtype)
 
     @property
     def ops(self) -> dict:

@@ -16,7 +16,7 @@ PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"
                   "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Slice", "Gather", "Split",
                   "ReduceMax", "ReduceMean", "ReduceSum", "Expand", "Tile", "Cast", "Concat", "Max"}
 _INDEX_INPUTS = ("Gather", "Slice", "Reshape", "Expand", "Tile")  # inputs after the first are indices/shapes
-GATE_OPS = {"Sigmoid", "HardSigmoid", "Softmax"}
+GATE_OPS = {"Sigmoid", "HardSigmoid", "Softmax", "DynamicQuantizeLinear"}  # the last: its run-time scale
 
 
 def nonnegative(t, _memo=None) -> bool:
@@ -34,14 +34,28 @@ def nonnegative(t, _memo=None) -> bool:
             res = True
         elif node.op == "Clip" and len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant):
             res = bool(np.all(node.inputs[1].values >= 0))
+        elif node.op == "Max" and any(nonnegative(i, memo) for i in node.inputs):  # max(a, b ≥ 0) ≥ 0
+            res = True
+        elif node.op == "Sub" and _rounding(node):  # (a + c) − c: a rounded (quantisers), a's sign
+            res = nonnegative(node.inputs[0].inputs[0].inputs[0], memo)
         elif node.op in PRESERVING_OPS:
             data = [i for i in node.inputs[:1 if node.op not in ("Concat", "Max") else None]
                     if not (node.op in _INDEX_INPUTS and i is not node.inputs[0])]
             res = all(nonnegative(i, memo) for i in data if i.name)
-        elif node.op in ("Add", "Mul"):
+        elif node.op in ("Add", "Mul", "Div", "Min"):
             res = all(nonnegative(i, memo) for i in node.inputs)
     memo[t.name] = res
     return res
+
+
+def _rounding(node) -> bool:
+    """``Sub(Add(a, c), c)`` with one constant c ≥ 0: float rounding of a (canonical/passes/quantized.py)."""
+    a, c = node.inputs
+    if not isinstance(c, gs.Constant) or not a.inputs or a.inputs[0].op != "Add" or np.any(c.values < 0):
+        return False
+    inner = a.inputs[0].inputs
+    return len(inner) == 2 and isinstance(inner[1], gs.Constant) and not isinstance(inner[0], gs.Constant) \
+        and inner[1].values.shape == c.values.shape and bool(np.all(inner[1].values == c.values))
 
 
 def producer_op(t):

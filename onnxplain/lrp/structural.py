@@ -17,8 +17,10 @@ PASS_OPS = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoi
             "InstanceNormalization", "LRN", "Softmax", "LogSoftmax", "Mish", "ThresholdedRelu"}
 GRADIENT_OPS = {"MaxPool", "GlobalMaxPool", "ReduceMax", "Flatten", "Reshape", "Transpose", "Squeeze",
                 "Unsqueeze", "Concat", "Split", "Slice", "Gather", "Pad", "Resize", "Expand", "Tile",
-                "DepthToSpace", "SpaceToDepth", "Max", "Min", "Where"}
-NORM_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Sum", "Mean"}
+                "DepthToSpace", "SpaceToDepth", "Max", "Min", "Where",
+                "DynamicQuantizeLinear"}  # its run-time scale takes no relevance (rules/quantize.py)
+NORM_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Sum", "Mean",
+            "ReduceL2"}  # z-rule of √Σx²: R_i = R · x_i² / Σx²
 
 
 def z_rule_free(ctx, node, gouts):
