@@ -223,6 +223,33 @@ def resnet18(size: int = 224, classes: int = 1000, width: float = 1.0, seed: int
     return net.model(size, classes, f"ResNet-18 shape, random weights (seed {seed}), width {width}")
 
 
+def resnet50(size: int = 224, classes: int = 1000, width: float = 1.0, seed: int = 0) -> onnx.ModelProto:
+    """ResNet-50 (torchvision layout, v1.5: the stride sits on the 3x3 conv).
+
+    Stem as ResNet-18, then 4 stages of 3, 4, 6, 3 bottleneck blocks (1x1 conv-BN-Relu, 3x3 conv-BN-Relu,
+    1x1 conv to 4× the channels-BN, + identity or 1x1 conv-BN downsample, Add, Relu), GlobalAveragePool,
+    Gemm (2048 → classes at width 1)."""
+    net = _Net("resnet50", seed)
+    c0 = _ch(64, width)
+    h = net.relu(net.bn(net.conv("input", 3, c0, 7, stride=2, pad=3, bias=False), c0))
+    h = net.maxpool(h, 3, 2, 1)
+    cin = c0
+    for stage, (c, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3))):
+        mid, cout = _ch(c, width), _ch(4 * c, width)
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = net.relu(net.bn(net.conv(h, cin, mid, 1, bias=False), mid))
+            y = net.relu(net.bn(net.conv(y, mid, mid, 3, stride=stride, pad=1, bias=False), mid))
+            y = net.bn(net.conv(y, mid, cout, 1, bias=False), cout, gamma=(0.2, 0.5))
+            sc = h if stride == 1 and cin == cout else \
+                net.bn(net.conv(h, cin, cout, 1, stride=stride, pad=0, bias=False), cout)
+            h = net.relu(net.node("Add", [y, sc]))
+            cin = cout
+    h = net.node("Flatten", [net.node("GlobalAveragePool", [h])], axis=1)
+    net.gemm(h, cin, classes, gain=1.0, out="logits")
+    return net.model(size, classes, f"ResNet-50 shape, random weights (seed {seed}), width {width}")
+
+
 # ------------------------------------------------------------------------------------------------
 # VGG
 # ------------------------------------------------------------------------------------------------
@@ -302,7 +329,7 @@ def mobilenetv2(size: int = 224, classes: int = 1000, width: float = 1.0, seed: 
     return net.model(size, classes, f"MobileNetV2 shape, random weights (seed {seed}), width {width}")
 
 
-MODELS = {"resnet18": resnet18, "vgg16": vgg16, "vgg11": vgg11, "mobilenetv2": mobilenetv2}
+MODELS = {"resnet18": resnet18, "resnet50": resnet50, "vgg16": vgg16, "vgg11": vgg11, "mobilenetv2": mobilenetv2}
 
 
 def build(name: str, **kw) -> onnx.ModelProto:

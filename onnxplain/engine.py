@@ -67,11 +67,40 @@ def missing_rules(graph, wrt, output, rule_for) -> list:
     return [(n.op, n.name) for n in nodes if rule_for(n) is None]
 
 
+def needed_tensors(nodes: list, wrt: gs.Tensor, output: gs.Tensor) -> set:
+    """The tensors of :func:`path_nodes` (on a path from ``wrt`` to ``output``) from its nodes alone: one walk
+    over the path instead of two over the whole graph."""
+    active = {wrt.name}
+    for node in nodes:
+        active.update(o.name for o in node.outputs if _is_float(o))
+    needed = {output.name}
+    for node in reversed(nodes):
+        if any(o.name in needed for o in node.outputs):
+            needed.update(t.name for t in node.inputs if isinstance(t, gs.Variable) and t.name in active)
+    return active & needed
+
+
+def _named_path(graph: gs.Graph, names):
+    """The nodes of ``graph`` called ``names`` (in that order), or None when a name is missing or not unique."""
+    by_name: dict = {}
+    for node in graph.nodes:
+        by_name[node.name] = node if node.name not in by_name else None
+    nodes = [by_name.get(n) for n in names]
+    return None if any(n is None for n in nodes) else nodes
+
+
 def backward(b: Builder, graph: gs.Graph, output: gs.Tensor, seed: gs.Tensor, wrt: gs.Tensor,
              rule_for: Callable[[gs.Node], Optional[Rule]], options: dict | None = None,
-             method: str = "?") -> gs.Tensor:
-    """Emit the backward pass from ``seed`` (shape of ``output``) to ``wrt``; return the result tensor."""
-    nodes, needs = path_nodes(graph, wrt, output)
+             method: str = "?", path=None) -> gs.Tensor:
+    """Emit the backward pass from ``seed`` (shape of ``output``) to ``wrt``; return the result tensor.
+
+    ``path``: the names of the nodes on the path (topological order), when the caller walked the graph
+    already (a bound method's ``path`` on the graph this one is a copy of); else the graph is walked."""
+    nodes = _named_path(graph, path) if path is not None else None
+    if nodes is None:
+        nodes, needs = path_nodes(graph, wrt, output)
+    else:
+        needs = needed_tensors(nodes, wrt, output)
     missing = [(n.op, n.name) for n in nodes if rule_for(n) is None]
     if missing:
         raise UnsupportedOpError(method, missing)

@@ -15,9 +15,10 @@ import onnx
 
 from . import runtime
 from .canonical import CanonicalModel, canonicalize
+from .canonical.loading import source_files
 from .errors import OnnxplainError, UnsupportedOpError
-from .explainer_graph import OUTPUTS, build_explainer
-from .fileio import atomic_write
+from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
+from .fileio import atomic_write, refuse_inputs
 from .methods import Explanation, GraphMethod, get_method
 
 FALLBACK_METHOD = "occlusion"
@@ -34,7 +35,7 @@ class ModelRunner:
         self.device = device
         self.batch_size = int(batch_size)
         self._forward: runtime.Session | None = None
-        self._graphs: dict = {}  # id(method) -> (method, model, session or None)
+        self._graphs: dict = {}  # (id(method), classes per row) -> [method, model, session or None]
 
     @property
     def input_name(self) -> str:
@@ -58,25 +59,41 @@ class ModelRunner:
     def forward_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.forward_session().run({self.input_name: rows})[0]
 
-    def _entry(self, method: GraphMethod) -> list:
-        hit = self._graphs.get(id(method))
+    def _entry(self, method: GraphMethod, classes: int | None = None, keep: bool = True) -> list:
+        """[method, model (None once a session holds it and nobody asked for it), session or None]."""
+        key = (id(method), classes)
+        hit = self._graphs.get(key)
         if hit is None or hit[0] is not method:
+            hit = self._graphs[key] = [method, None, None]
+        if isinstance(hit[1], Exception):
+            raise hit[1]
+        if hit[1] is None and (keep or hit[2] is None):
             method.bind(self.canonical)
-            hit = self._graphs[id(method)] = [method, build_explainer(self.canonical, method), None]
+            try:
+                hit[1] = build_explainer(self.canonical, method, classes)
+            except PerClassUnsupported as exc:  # remembered: asked again, it fails at once
+                hit[1] = exc
+                raise
         return hit
 
-    def explainer_model(self, method: GraphMethod) -> onnx.ModelProto:
-        return self._entry(method)[1]
+    def explainer_model(self, method: GraphMethod, classes: int | None = None) -> onnx.ModelProto:
+        """The explainer graph of ``method``; with ``classes`` = K, the one explaining K classes per row."""
+        return self._entry(method, classes)[1]
 
-    def explainer_session(self, method: GraphMethod) -> runtime.Session:
-        entry = self._entry(method)
+    def explainer_session(self, method: GraphMethod, classes: int | None = None) -> runtime.Session:
+        """The session of that graph. The graph itself is not kept once its session exists (its weights
+        would be held twice); :meth:`explainer_model` builds it again when asked."""
+        entry = self._entry(method, classes, keep=False)
         if entry[2] is None:
-            entry[2] = runtime.Session(entry[1], self.device)
+            data, entry[1] = entry[1].SerializeToString(), None
+            entry[2] = runtime.Session(data, self.device)
         return entry[2]
 
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         sess = self.explainer_session(method)
-        return sess.run({self.input_name: rows, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
+        rows_in = rows.astype(self.canonical.boundary_dtypes[0], copy=False)  # the model's own input dtype
+        rel = sess.run({self.input_name: rows_in, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
+        return rel.astype(rows.dtype, copy=False)
 
 
 class Explainer:
@@ -88,17 +105,19 @@ class Explainer:
     is replaced by occlusion (``fallback_from`` and ``missing_ops`` say so); otherwise
     :class:`UnsupportedOpError` names the ops and nodes. ``preprocessing``
     (:class:`onnxplain.images.Preprocessing`) tells methods the input domain: z^B bounds of the box rules,
-    pixel-space baselines of Integrated Gradients.
+    pixel-space baselines of Integrated Gradients. ``dtype`` is the float type explainers compute in: by
+    default float32 for fp16 and mixed-precision models (others keep theirs); ``"float16"`` builds fp16
+    explainers for GPUs. Explainer graphs keep the model's own dtypes at their inputs and outputs.
     """
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 fallback: bool = False, preprocessing=None, **options):
+                 fallback: bool = False, preprocessing=None, dtype: str | None = None, **options):
         runtime.providers_for(device)  # validates the device early
         if int(batch_size) < 1:
             raise OnnxplainError("batch_size must be ≥ 1")
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
-            canonicalize(model, input=input, output=output)
+            canonicalize(model, input=input, output=output, dtype=dtype)
         self.method = get_method(method, preprocessing=preprocessing, **options)
         self.method.bind(self.canonical)
         self._model: onnx.ModelProto | None = None  # the exported graph of a model-level method
@@ -140,12 +159,11 @@ class Explainer:
             self._model = self.method.build(self.runner)
         return self._model
 
-    def export(self, path) -> str:
-        """Write the standalone explainer .onnx (atomically; never over the source model)."""
+    def export(self, path, inputs=()) -> str:
+        """Write the standalone explainer .onnx atomically; never over the source model, its external data
+        or another of ``inputs`` (e.g. a patterns file), also not through a link."""
         path = os.fspath(path)
-        src = self.canonical.source
-        if os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path):
-            raise OnnxplainError(f"refusing to overwrite the input model {src}; choose another output path")
+        refuse_inputs([path], [*source_files(self.canonical.source), *inputs])
         write_model(self.build(), path)
         return path
 
@@ -154,7 +172,14 @@ class Explainer:
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
             raise OnnxplainError(f"input must be a numeric array, got dtype {x.dtype}")
-        x = x.astype(self.canonical.dtype, copy=False)
+        with np.errstate(over="ignore"):  # values beyond the model's dtype become ±Inf, reported below
+            x = x.astype(self.canonical.dtype, copy=False)
+        finite = np.isfinite(x)
+        if not finite.all():  # a NaN would hide in a gradient and poison LRP: say where it is
+            idx = tuple(int(i) for i in np.argwhere(~finite)[0])
+            what = "NaN" if np.isnan(x[idx]) else "an infinite value"
+            raise OnnxplainError(f"input contains {what} at index {idx} (as {x.dtype}; {x.size - int(finite.sum())} "
+                                 "non-finite value(s) in all): explanations need finite inputs")
         shape = self.canonical.input_shape
         if x.ndim != len(shape):
             raise OnnxplainError(f"input has shape {x.shape}; the model expects rank {len(shape)} "
@@ -181,22 +206,101 @@ class Explainer:
         """Forward pass of the canonical model: the logits."""
         return self.runner.logits(self._check_input(x))
 
-    def explain(self, x, target=None) -> Explanation:
-        """Relevance of every input element for the target logit (default: the top-1 class)."""
+    def explain(self, x, target=None, *, top_k: int | None = None) -> Explanation:
+        """Relevance of every input element for the target logit (default: each row's top-1 class).
+
+        ``target``: a class index, one per row ([N]), or several per row ([N, K], or [K] given as [1, K]
+        for every row; ``"all"``: every class). ``top_k=K``: each row's K highest-scoring classes, highest
+        first. With several classes per row, ``relevance`` is [N, K, ...] (``relevance[i, k]`` explains
+        ``target[i, k]``) and ``target`` [N, K]. Graph methods explain them in ONE run per chunk of rows: one
+        forward pass, then the backward pass on K·N rows that reuses the forward's activations (and what
+        the method computes from them alone, such as LRP's modified forward) — cost ≤ forward + K ×
+        backward instead of K × (forward + backward); the chunks hold ``batch_size`` backward rows (more
+        classes than that: a forward per group of classes). Model-level methods (occlusion, IG, ...) run
+        once per class."""
         x = self._check_input(x)
+        if top_k is not None or (target is not None and (isinstance(target, str) or np.ndim(target) == 2)):
+            return self._explain_classes(x, *self._check_classes(target, top_k, len(x)))
         t = self._check_target(target, len(x))
         if not isinstance(self.method, GraphMethod):  # perturbation and sampling methods run from Python
             return self.method.explain(self.runner, x, t)
         sess = self.runner.explainer_session(self.method)
-        batched = {self.input_name: x}
+        batched = {self.input_name: x.astype(self.canonical.boundary_dtypes[0], copy=False)}
         const = {}
         if t is None:
             const["target"] = np.zeros((0,), np.int64)
         else:
             batched["target"] = t
-        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.batch_size, outputs=list(OUTPUTS))
+        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(),
+                                            outputs=list(OUTPUTS))
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
                            extras={"provider": sess.provider})
+
+    def _check_classes(self, target, top_k, n):
+        """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""
+        classes = self.canonical.output.shape[-1] if self.canonical.output.shape else None
+        known = isinstance(classes, (int, np.integer)) and classes > 0
+        if top_k is not None:
+            if target is not None:
+                raise OnnxplainError("give target or top_k, not both")
+            k = int(top_k) if isinstance(top_k, (int, np.integer)) else -1
+            if k < 1 or (known and k > classes):
+                raise OnnxplainError(f"top_k must be an integer in 1..{classes if known else 'classes'}, got {top_k!r}")
+            return None, k
+        if isinstance(target, str):
+            if target.strip().lower() != "all":
+                raise OnnxplainError(f"target must be class indices or 'all', not {target!r}")
+            if not known:
+                raise OnnxplainError("target='all' needs the number of classes, which the model does not state")
+            target = np.arange(classes)[None]
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu" or t.shape[0] not in (1, n) or t.shape[1] < 1:
+            raise OnnxplainError(f"several targets per row must be integer class indices of shape (N, K) or (1, K), "
+                                 f"got {t.dtype} {t.shape} for N = {n}")
+        t = np.ascontiguousarray(np.broadcast_to(t.astype(np.int64), (n, t.shape[1])))
+        if known and (t.min() < 0 or t.max() >= classes):
+            raise OnnxplainError(f"target {t.min() if t.min() < 0 else t.max()} is out of range: "
+                                 f"the model has {classes} classes (0..{classes - 1})")
+        return t, t.shape[1]
+
+    def _explain_classes(self, x, t, k) -> Explanation:
+        """K classes per row; ``t`` None: the top K (in-graph when one run holds them all)."""
+        if not isinstance(self.method, GraphMethod):
+            t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
+            parts = [self.method.explain(self.runner, x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            extras = {key: np.stack([p.extras[key] for p in parts], 1) for key, v in parts[0].extras.items()
+                      if isinstance(v, np.ndarray) and v.shape[:1] == (len(x),)}
+            return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
+                               {**parts[0].extras, **extras})
+        cap = self.runner.batch_cap()
+        kc = min(k, cap)  # classes per run; rows per run: cap // kc samples
+        try:
+            sess = self.runner.explainer_session(self.method, kc)
+        except PerClassUnsupported:  # a graph that is not batch-first everywhere: one class at a time
+            t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
+            parts = [self.explain(x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
+                               parts[0].extras)
+        if t is None and kc < k:
+            t = np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
+        xin = {self.input_name: x.astype(self.canonical.boundary_dtypes[0], copy=False)}
+        rel = tgt = None
+        for g0 in range(0, k, kc):
+            if t is None:
+                res = sess.run_batched(xin, {"target": np.zeros((0, kc), np.int64)}, batch_size=max(1, cap // kc),
+                                       outputs=list(OUTPUTS))
+            else:
+                cols = t[:, g0:g0 + kc]
+                cols = np.concatenate([cols, np.repeat(cols[:, -1:], kc - cols.shape[1], 1)], 1)  # pad the last group
+                res = sess.run_batched({**xin, "target": cols}, batch_size=max(1, cap // kc), outputs=list(OUTPUTS))
+            if kc == k:
+                rel, logits, tgt = res
+                break
+            if rel is None:
+                rel, logits = np.empty((len(x), k) + res[0].shape[2:], res[0].dtype), res[1]
+            rel[:, g0:g0 + kc] = res[0][:, :min(kc, k - g0)]
+        return Explanation(relevance=rel, logits=logits, target=tgt if tgt is not None else t, method=self.method.name,
+                           extras={"provider": sess.provider, "classes_per_run": kc})
 
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"

@@ -3,6 +3,13 @@
 Inputs: the model's input and an optional int64 ``target`` [N] (empty = top-1). Outputs: ``relevance``
 (shape of the input), ``logits`` and ``target_out`` (the class explained). ONNX forbids one name for a graph
 input and a graph output, hence ``target`` in and ``target_out`` out.
+
+Several classes per row (``classes=K``): ``target`` [N, K] (empty = each row's top K), ``relevance``
+[N, K, ...], ``target_out`` [N, K]. The forward pass runs once on the N rows; the backward pass runs once on
+K·N rows (class-major: row k·N + i is class k of sample i), :class:`PerClass` below: what the backward pass
+computes from the forward alone (masks, LRP's modified forward z⁺, denominators) stays at N rows and is
+computed once; what depends on the seed reads the forward's tensors repeated K times (one Concat each). So
+the cost is one forward + one modified forward + K backward products, ≤ forward + K × backward.
 """
 from __future__ import annotations
 
@@ -12,14 +19,18 @@ import onnx_graphsurgeon as gs
 
 from .canonical import CanonicalModel, export_graph
 from .engine import backward
+from .errors import OnnxplainError
 from .graph import Builder
 
 OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target",)
 
 
-def build_explainer(canonical: CanonicalModel, method) -> onnx.ModelProto:
-    """Forward graph + target selection + ``method``'s backward pass (a bound GraphMethod), as one model."""
+def build_explainer(canonical: CanonicalModel, method, classes: int | None = None) -> onnx.ModelProto:
+    """Forward graph + target selection + ``method``'s backward pass (a bound GraphMethod), as one model.
+
+    ``classes`` = K: K classes per row in one run (``target`` [N, K], relevance [N, K, ...]); a
+    :class:`PerClassUnsupported` error when the graph's tensors are not all batch-first."""
     g = canonical.graph.copy()
     x, logits = g.inputs[0], g.outputs[0]
     tensors = g.tensors()
@@ -28,29 +39,151 @@ def build_explainer(canonical: CanonicalModel, method) -> onnx.ModelProto:
             tensors[name].name = f"{name}__model"
     dtype = np.dtype(x.dtype or np.float32)
     b = Builder(g, prefix="onnxplain", dtype=dtype, opset=canonical.opset)
-    # target: given, or the argmax of the logits when the (optional) input is empty
-    target_in = gs.Variable("target", dtype=np.int64, shape=["target_batch"])
-    argmax = b.op("ArgMax", logits, axis=1, keepdims=0)
+    per_class = PerClass(g, x, int(classes)) if classes is not None else None
+    # target: given, or the argmax (top K) of the logits when the (optional) input is empty
     n = b.shape(logits, start=0, end=1)
-    chosen = b.op("Slice", b.op("Concat", target_in, argmax, axis=0), b.ints([0]), n)
+    if per_class is None:
+        target_in = gs.Variable("target", dtype=np.int64, shape=["target_batch"])
+        guess = b.op("ArgMax", logits, axis=1, keepdims=0)
+    else:
+        target_in = gs.Variable("target", dtype=np.int64, shape=["target_batch", per_class.k])
+        guess = b.op("TopK", logits, b.ints([per_class.k]), axis=1, largest=1, sorted=1, n_out=2)[1]
+    chosen = b.op("Slice", b.op("Concat", target_in, guess, axis=0), b.ints([0]), n)
+    rows = chosen if per_class is None else b.reshape(b.transpose(chosen, [1, 0]), [-1])  # class-major
     depth = b.op("Squeeze", b.shape(logits, start=1, end=2), b.ints([0]))
-    classes = b.op("Range", b.const(np.array(0, np.int64)), depth, b.const(np.array(1, np.int64)))
-    onehot = b.cast(b.op("Equal", b.op("Unsqueeze", chosen, b.ints([1])), classes), dtype)
+    classes_ = b.op("Range", b.const(np.array(0, np.int64)), depth, b.const(np.array(1, np.int64)))
+    onehot = b.cast(b.op("Equal", b.op("Unsqueeze", rows, b.ints([1])), classes_), dtype)
+    if per_class is not None:
+        per_class.start(onehot)
     seed = method.seed(b, logits, onehot)
-    result = backward(b, g, logits, seed, x, method.rule_for, method.options, method.name)
+    path = [node.name for node in getattr(method, "path", None) or []] or None
+    result = backward(b, g, logits, seed, x, method.rule_for, method.options, method.name, path=path)
     relevance = method.finish(b, result, x)
+    rel_shape, tgt_shape = x.shape, [logits.shape[0] if logits.shape else "N"]
+    if per_class is not None:
+        relevance = per_class.finish(b, relevance)
+        rel_shape = [x.shape[0], per_class.k, *x.shape[1:]] if x.shape else None
+        tgt_shape = tgt_shape + [per_class.k]
+    # the boundary keeps the source model's dtypes (an fp16 model explained in float32: cast in and out)
+    in_dt, out_dt = canonical.boundary_dtypes
+    x_in = x
+    if in_dt != dtype:
+        x_in = gs.Variable(x.name, dtype=in_dt, shape=x.shape)
+        x.name = f"{x.name}__{dtype.name}"
+        g.nodes.append(gs.Node("Cast", name="onnxplain/input_cast", attrs={"to": _onnx_type(dtype)},
+                               inputs=[x_in], outputs=[x]))
     outs = []
-    for name, t, dt, shape in (("relevance", relevance, dtype, x.shape),
-                               ("logits", logits, dtype, logits.shape),
-                               ("target_out", chosen, np.int64, [logits.shape[0] if logits.shape else "N"])):
+    for name, t, dt, shape in (("relevance", relevance, in_dt, rel_shape),
+                               ("logits", logits, out_dt, logits.shape),
+                               ("target_out", chosen, np.int64, tgt_shape)):
         o = gs.Variable(name, dtype=dt, shape=shape)
-        g.nodes.append(gs.Node("Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o]))
+        cast = dt != np.int64 and dt != np.dtype(t.dtype or dtype)
+        g.nodes.append(gs.Node("Cast" if cast else "Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o],
+                               attrs={"to": _onnx_type(dt)} if cast else {}))
         outs.append(o)
-    g.inputs = [x, target_in]
+    g.inputs = [x_in, target_in]
     g.outputs = outs
     g.cleanup().toposort()
     model = export_graph(g)
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((0,), np.int64), "target"))
-    model.doc_string = (f"onnxplain explainer, method={method.name}. Inputs: {x.name} and optional "
-                        "target (int64 [N]; empty = top-1). Outputs: relevance, logits, target_out.")
+    default = np.zeros((0,) if per_class is None else (0, per_class.k), np.int64)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(default, "target"))
+    if per_class is None:
+        model.doc_string = (f"onnxplain explainer, method={method.name}. Inputs: {x_in.name} and optional "
+                            "target (int64 [N]; empty = top-1). Outputs: relevance, logits, target_out.")
+    else:
+        model.doc_string = (f"onnxplain explainer, method={method.name}, {per_class.k} classes per row. Inputs: "
+                            f"{x_in.name} and optional target (int64 [N, {per_class.k}]; empty = the top "
+                            f"{per_class.k}). Outputs: relevance [N, {per_class.k}, ...], logits, target_out "
+                            f"[N, {per_class.k}].")
     return model
+
+
+# ---- several classes in one run ---------------------------------------------------------------------
+class PerClassUnsupported(OnnxplainError):
+    """The backward pass reads a forward tensor that is not batch-first: it cannot be repeated per class."""
+
+
+# ops that keep a batch-first input batch-first (row i of the output depends on row i of the inputs only;
+# with one output: MaxPool's Indices count across the batch)
+ROWWISE = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu",
+           "LeakyRelu", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Min", "Max", "Greater", "Less",
+           "GreaterOrEqual", "LessOrEqual", "Equal", "Not", "And", "Or", "Xor", "Cast", "Where", "Sum",
+           "Clip", "Sign", "Sqrt", "Exp", "Log", "Reciprocal", "Identity", "Sigmoid", "Tanh", "Softplus",
+           "Erf", "Pow", "IsNaN", "IsInf"}
+_ROWS = "onnxplain_rows"
+
+
+class PerClass:
+    """Turns the backward pass of one class per row into one of K classes per row (see the module doc).
+
+    ``PerClass(g, x, k)`` before the backward pass is built: the forward's batch-first tensors get a
+    symbolic batch while rules are emitted (so no rule bakes a fixed batch size into a constant);
+    ``start(seed_source)`` marks where the backward part of ``g.nodes`` begins (the one-hot of the K·N
+    rows); ``finish(b, relevance)`` splits the nodes emitted since then into those that stay at N rows —
+    independent of the seed, row-wise (:data:`ROWWISE`), reading only batch-first tensors — and those that
+    run on K·N rows, whose batch-first inputs are repeated K times (class-major), restores the forward's
+    shapes and returns the relevance as [N, K, ...]."""
+
+    def __init__(self, g: gs.Graph, x: gs.Variable, k: int):
+        if k < 1:
+            raise OnnxplainError(f"classes per row must be ≥ 1, got {k}")
+        self.g, self.x, self.k = g, x, k
+        batch = x.shape[0] if x.shape else None
+        self.shapes, self.rank = {}, {}
+        for t in [x] + [o for node in g.nodes for o in node.outputs]:
+            kind = np.dtype(t.dtype).kind if t.dtype is not None else None
+            if t.shape and t.shape[0] == batch and batch is not None and kind in ("f", "b"):
+                self.shapes[t.name] = (t, list(t.shape))
+                self.rank[t.name] = len(t.shape)
+                t.shape = [_ROWS, *t.shape[1:]]
+        self.forward = {o.name for node in g.nodes for o in node.outputs} | {x.name}
+        self.first = None
+
+    def start(self, seed_source: gs.Variable):
+        self.first = len(self.g.nodes)
+        self.seeded = {seed_source.name}
+
+    def _repeat(self, t, cache):
+        if t.name not in cache:
+            out = gs.Variable(f"{t.name}__per_class", dtype=t.dtype)
+            self.g.nodes.append(gs.Node("Concat", name=f"onnxplain/per_class/{t.name}", attrs={"axis": 0},
+                                        inputs=[t] * self.k, outputs=[out]))
+            cache[t.name] = out
+        return cache[t.name]
+
+    def finish(self, b: Builder, relevance):
+        batch_first = dict(self.rank)  # tensors at N rows, batch-first: name -> rank (None: unknown)
+        cache: dict = {}
+        for node in list(self.g.nodes[self.first:]):
+            ins = [t for t in node.inputs if isinstance(t, gs.Variable) and t.name]
+            seeded = any(t.name in self.seeded for t in ins)
+            ranks = [batch_first[t.name] for t in ins if t.name in batch_first]
+            top = max((r for r in ranks if r is not None), default=None)
+            consts = [len(t.shape) for t in node.inputs if isinstance(t, gs.Constant)]
+            if not seeded and node.op in ROWWISE and ins and len(ranks) == len(ins) and len(node.outputs) == 1 and \
+                    all(r <= (top if top is not None else 1) for r in consts):  # no axis moves in front
+                for o in node.outputs:
+                    batch_first[o.name] = top
+                continue
+            for i, t in enumerate(node.inputs):
+                if not isinstance(t, gs.Variable) or not t.name or t.name in self.seeded:
+                    continue
+                if t.name in batch_first:
+                    node.inputs[i] = self._repeat(t, cache)
+                elif t.name in self.forward:
+                    raise PerClassUnsupported(
+                        f"several classes per run: the backward node '{node.name}' ({node.op}) reads '{t.name}', "
+                        "which is not batch-first; explain the classes one at a time")
+            self.seeded.update(o.name for o in node.outputs)
+        if relevance.name in batch_first:  # no path from the seed: zeros, the same for every class
+            relevance = self._repeat(relevance, cache)
+        for t, shape in self.shapes.values():
+            t.shape = shape
+        # [K·N, ...] (class-major) → [K, N, ...] → [N, K, ...]
+        r = len(self.x.shape)
+        split = b.reshape(relevance, b.op("Concat", b.ints([self.k, -1]), b.shape(self.x, start=1), axis=0))
+        return b.transpose(split, [1, 0] + list(range(2, r + 1)))
+
+
+def _onnx_type(dtype) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))

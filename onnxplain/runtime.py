@@ -1,13 +1,15 @@
 """The one module that talks to onnxruntime.
 
 Chooses the execution provider (CUDA only when it really loads, else CPU, without onnxruntime's error
-spam on CPU-only machines) and runs many inputs in batches through a :class:`Session`; whoever needs a
-session owns it (the Explainer's runner, the pattern collector), so nothing is serialised or hashed per call.
+spam on CPU-only machines; CUDA with the options of :func:`cuda_provider_options` and device-resident
+values) and runs many inputs in batches through a :class:`Session`; whoever needs a session owns it (the
+Explainer's runner, the pattern collector), so nothing is serialised or hashed per call.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 
 import numpy as np
 import onnx
@@ -19,9 +21,14 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _quiet_options() -> ort.SessionOptions:
+    """Session options of every onnxplain session: quiet, all graph optimisations, and no memory pattern —
+    onnxruntime's pattern (one block planned per input shape after the first run) keeps the first run's
+    blocks in the arena beside it: an explainer at batch 32 on a ResNet-50 grew by 1.3 GB on its second
+    run with it, not at all without, at the same speed (benchmarks/bench_api.py, memory)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = False
     return so
 
 
@@ -77,6 +84,20 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def run_error(exc: BaseException) -> str:
+    """onnxruntime's message of a failed run on one line, without its status prefix."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Please fix either")]
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", "; ".join(lines)) or type(exc).__name__
+    return text if len(text) <= 400 else text[:400] + " …"
+
+
+def _quiet_run() -> ort.RunOptions:
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4  # the error comes back as the exception; no log line on stderr besides
+    return ro
+
+
 def providers_for(device: str = "auto") -> list:
     if device not in DEVICES:
         raise OnnxplainError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
@@ -90,43 +111,112 @@ def providers_for(device: str = "auto") -> list:
     return ["CPUExecutionProvider"]
 
 
-class Session:
-    """An onnxruntime session over one model, running inputs in batches."""
+ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 
-    def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto"):
+
+def cuda_provider_options() -> dict:
+    """Options of onnxruntime's CUDA execution provider for onnxplain's sessions.
+
+    ``cudnn_conv_algo_search``: ``HEURISTIC`` by default — cuDNN's heuristics pick each convolution's
+    algorithm at once. ``EXHAUSTIVE`` (onnxruntime's own default) times every algorithm of every
+    convolution the first time it sees an input shape; an explainer graph has three to five times the
+    model's convolutions (forward, modified forward, adjoints) and meets several shapes (the last, smaller
+    chunk of a batch, IG's step chunks), so the search costs seconds per new shape for a few percent per
+    run. Long runs on one shape can ask for it: ``ONNXPLAIN_CUDNN_ALGO_SEARCH=EXHAUSTIVE``. The largest
+    cuDNN workspace is allowed (faster algorithms) and the arena grows only by what is asked
+    (``kSameAsRequested``), so explainer graphs, whose activations live until the backward pass reads
+    them, do not double the arena."""
+    search = os.environ.get("ONNXPLAIN_CUDNN_ALGO_SEARCH", "HEURISTIC").strip().upper()
+    if search not in ALGO_SEARCH:
+        raise OnnxplainError(f"ONNXPLAIN_CUDNN_ALGO_SEARCH must be one of {', '.join(ALGO_SEARCH)}, not '{search}'")
+    return {"cudnn_conv_algo_search": search, "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1", "arena_extend_strategy": "kSameAsRequested"}
+
+
+def _with_options(providers: list) -> list:
+    return [(p, cuda_provider_options()) if p == "CUDAExecutionProvider" else p for p in providers]
+
+
+class Session:
+    """An onnxruntime session over one model, running inputs in batches.
+
+    On the CUDA provider every run goes through device-resident values (``device_values=None``: only
+    there): the inputs are copied to the device once as OrtValues, the outputs stay where the graph made
+    them until one copy back, with no per-output staging (``run_with_ort_values``, onnxruntime's OrtValue
+    flavour of IO binding: its IOBinding object cannot bind an input that has a default value — an
+    explainer's optional ``target`` —, which onnxruntime keeps as an "overridable initializer"). On the
+    CPU onnxruntime reads the numpy inputs in place already, so the plain ``run`` is as fast (the
+    explain() overhead in benchmarks/bench_api.py is measured that way)."""
+
+    def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto", device_values: bool | None = None):
         data = model if isinstance(model, bytes) else model.SerializeToString()
         self.providers = providers_for(device)
         try:
-            self._sess = ort.InferenceSession(data, _quiet_options(), providers=self.providers)
+            self._sess = ort.InferenceSession(data, _quiet_options(), providers=_with_options(self.providers))
         except Exception as exc:
             msg = first_line(exc)
             raise OnnxplainError(f"onnxruntime cannot load the model: {msg}") from None
         self.provider = self._sess.get_providers()[0]
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        cuda = self.provider == "CUDAExecutionProvider"
+        self.device_values = cuda if device_values is None else bool(device_values)
+        self._run_options = _quiet_run()
 
     @property
     def device(self) -> str:
         return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
 
     def run(self, feeds: dict, outputs=None) -> list:
-        return self._sess.run(outputs, feeds)
+        """One run; an :class:`OnnxplainError` with onnxruntime's message (on one line) when it fails."""
+        try:
+            if self.device_values:
+                return self._run_values(feeds, outputs)
+            return self._sess.run(outputs, feeds, self._run_options)
+        except Exception as exc:  # a kernel failing on the model's weights, inputs of the wrong shape, ...
+            raise OnnxplainError(f"onnxruntime cannot run the model: {run_error(exc)}") from None
+
+    def _run_values(self, feeds: dict, outputs) -> list:
+        """The run on OrtValues on the session's device: inputs copied there once, outputs copied back once."""
+        dev = self.device
+        values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), dev, 0) for k, v in feeds.items()}
+        res = self._sess.run_with_ort_values(list(outputs or self.output_names), values, self._run_options)
+        return [r.numpy() for r in res]
 
     def run_batched(self, batched: dict, constant: dict | None = None, *, batch_size: int = 32,
                     outputs=None, progress=None) -> list:
-        """Run with the arrays of ``batched`` split along axis 0 into chunks; concatenate outputs."""
+        """Run with the arrays of ``batched`` split along axis 0 into chunks; outputs joined along axis 0.
+
+        One chunk returns onnxruntime's arrays as they are; several fill one preallocated array per output
+        (no list of chunks, no concatenation copy)."""
         n = len(next(iter(batched.values())))
-        outs = None
-        for start in range(0, n, max(1, batch_size)):
-            feeds = {k: v[start:start + batch_size] for k, v in batched.items()}
-            feeds.update(constant or {})
-            res = self._sess.run(outputs, feeds)
-            outs = [[r] for r in res] if outs is None else [o + [r] for o, r in zip(outs, res)]
-            if progress is not None:
-                progress(min(batch_size, n - start))
-        if outs is None:
+        step = max(1, int(batch_size))
+        if n == 0:
             return []
-        return [np.concatenate(o, axis=0) for o in outs]
+        if n <= step:
+            res = self.run({**batched, **(constant or {})}, outputs)
+            if progress is not None:
+                progress(n)
+            return res
+        outs = None
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            feeds = {k: v[start:start + rows] for k, v in batched.items()}
+            feeds.update(constant or {})
+            res = self.run(feeds, outputs)
+            if outs is None:
+                outs = [np.empty((n,) + r.shape[1:], r.dtype) if r.ndim and len(r) == rows else [] for r in res]
+            for i, r in enumerate(res):
+                o = outs[i]
+                if not isinstance(o, list) and (r.ndim == 0 or len(r) != rows or r.shape[1:] != o.shape[1:]):
+                    o = outs[i] = [o[:start]]  # not a per-row output after all: join as given
+                if isinstance(o, list):
+                    o.append(r)
+                else:
+                    o[start:start + rows] = r
+            if progress is not None:
+                progress(rows)
+        return [np.concatenate(o, axis=0) if isinstance(o, list) else o for o in outs]
 
 
 def run_cpu(model: onnx.ModelProto, feeds: list[dict]) -> list[list[np.ndarray]]:
