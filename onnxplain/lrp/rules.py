@@ -38,6 +38,7 @@ class Term:
     x: str  # "x", "pos", "neg", "ones", "low", "high"
     w: np.ndarray
     b: np.ndarray | None = None
+    basis: tuple | None = None  # (a, d) when w = a·W⁻ + d·W⁺ of the layer's W (lets the forward be reused)
 
 
 @dataclass
@@ -112,8 +113,77 @@ def _group_sign(terms, nonneg) -> int | None:
     return signs.pop() if len(signs) == 1 else (1 if not signs else None)
 
 
+def _merged(terms, nonneg) -> list:
+    """One term per input modifier, weights, biases and bases summed (x'·W₁ + x'·W₂ = x'·(W₁ + W₂)): one
+    forward and one adjoint per modifier. On a non-negative x, x⁺ is x."""
+    kinds: dict = {}
+    for t in terms:
+        kinds.setdefault("x" if (t.x == "pos" and nonneg) else t.x, []).append(t)
+    out = []
+    for kind, ts in kinds.items():
+        if len(ts) == 1:
+            out.append(Term(kind, ts[0].w, ts[0].b, ts[0].basis))
+            continue
+        w = sum(t.w.astype(np.float64) for t in ts).astype(ts[0].w.dtype)
+        bs = [t.b.astype(np.float64) for t in ts if t.b is not None]
+        b = sum(bs).astype(ts[0].w.dtype) if bs else None
+        basis = None if any(t.basis is None for t in ts) else tuple(sum(v) for v in zip(*(t.basis for t in ts)))
+        out.append(Term(kind, w, b, basis))
+    return out
+
+
+class _Reuse:
+    """The modified forward x·W' + b' of a term on the layer's own input x, from what the forward pass has:
+    with W' = a·W⁻ + d·W⁺ (ε: W; z⁺: W⁺; αβ: W⁺, W⁻; γ: W + γW^±),
+
+        x·W' + b' = a·(z − b) + (d − a)·(x·W⁺) + b'     (z = x·W + b, the layer's output)
+
+    so ε costs no convolution at all and every rule at most one, x·W⁺, shared by its groups (αβ and γ had
+    two and four). (a, d) is the term's ``basis``, stated by the rule that made it; None from ``forward``
+    when the term has none (or the layer scales its product: Gemm with alpha, beta ≠ 1)."""
+
+    def __init__(self, ctx, node, z):
+        self.ctx, self.node, self.z = ctx, node, z
+        self.w, self.bias = layer_params(node)
+        self.ok = node.op in ("Conv", "ConvTranspose", "MatMul") or (
+            node.op == "Gemm" and float(node.attrs.get("alpha", 1.0)) == 1.0 and float(node.attrs.get("beta", 1.0)) == 1.0)
+        self._plus = None
+        self.subtracts = False  # some z' came out of a difference: its known sign is enforced
+
+    def _shaped(self, v):
+        if self.node.op in ("Conv", "ConvTranspose"):
+            rank = len(self.node.inputs[0].shape) if self.node.inputs[0].shape is not None else 4
+            return v.reshape((-1,) + (1,) * (rank - 2))
+        return v
+
+    def forward(self, t):
+        if not self.ok or t.basis is None:
+            return None
+        a, d = (float(v) for v in t.basis)
+        b = self.ctx.b
+        parts = []
+        if a:
+            parts.append(self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z)))
+        if d - a:
+            if self._plus is None:  # x·W⁺: the one extra convolution, shared by the groups
+                self._plus = _forward(self.ctx, self.node, self.node.inputs[0], np.maximum(self.w, 0), None)
+            parts.append(self._plus if d - a == 1 else b.mul(self._plus, b.scalar(d - a, like=self.z)))
+            self.subtracts |= bool(a) and (d - a) * a < 0  # a difference of two products
+        shift = np.zeros(1) if t.b is None else t.b.astype(np.float64)
+        if a and self.bias is not None:
+            shift = shift - a * self.bias.astype(np.float64)
+        z = b.sum(parts) if parts else b.zeros_like(self.z)
+        if np.any(shift != 0):
+            z = b.add(z, b.const(self._shaped(np.asarray(shift, dtype=self.w.dtype))))
+        return z
+
+
 def modified_step(ctx, node, R, groups, eps, bounds=None):
-    """R_in = Σ_groups coef · Σ_terms x'_t ⊙ W'_tᵀ(R·mask / st_ε(z'))."""
+    """R_in = Σ_groups coef · Σ_terms x'_t ⊙ W'_tᵀ(R·mask / st_ε(z')).
+
+    Terms with the same input modifier are merged (:func:`_merged`), modified forwards on x reuse the
+    layer's output (:class:`_Reuse`), ``coef`` is folded into the adjoint's weights and the adjoints of one
+    modifier are summed before the one product with x'."""
     b = ctx.b
     x = node.inputs[0]
     nonneg = nonnegative(x)
@@ -129,30 +199,41 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
                 cache[kind] = b.op("Min", x, b.scalar(0.0, like=x))
             elif kind == "ones":  # one sample: the modified forward of ones broadcasts over the batch
                 cache[kind] = _ones_sample(b, x)
-            elif kind in ("low", "high"):
+            elif kind in ("low", "high"):  # one sample too: onnxruntime folds their modified forward
                 dtype = np.dtype(x.dtype or b.dtype)
-                cache[kind] = b.add(b.zeros_like(x), b.const(np.asarray(bounds[kind], dtype=dtype)))
+                cache[kind] = b.mul(_ones_sample(b, x), b.const(np.asarray(bounds[kind], dtype=dtype)))
         return cache[kind]
 
-    out_terms = []
     add, _ = trailing_bias(node)
     z_orig = (add if add is not None else node).outputs[0]  # the layer output, bias included
+    reuse = _Reuse(ctx, node, z_orig)
+    adjoints: dict = {}  # input modifier -> adjoints of all groups
     for group in groups:
-        terms = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
-        if not terms:
+        raw = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
+        if not raw:
             continue
-        z = b.sum([_forward(ctx, node, xmod(t.x), t.w, t.b) for t in terms])
+        sign = _group_sign(raw, nonneg)
+        terms = _merged(raw, nonneg)
+        reuse.subtracts = False
+        zs = []
+        for t in terms:
+            z_t = reuse.forward(t) if t.x == "x" else None
+            zs.append(z_t if z_t is not None else _forward(ctx, node, xmod(t.x), t.w, t.b))
+        z = b.sum(zs)
+        if sign is not None and reuse.subtracts:  # z' = z − x·W⁺ …: rounding must not flip its known sign
+            z = b.op("Max" if sign > 0 else "Min", z, b.scalar(0.0, like=z_orig))
         r = R
         if group.mask is not None:
             cmp = "Greater" if group.mask == "pos" else "Less"
             r = b.mul(R, b.cast(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), z_orig.dtype))
-        s = b.safe_div(r, z, eps, like=z_orig, sign=_group_sign(terms, nonneg))
-        contrib = b.sum([linear_adjoint(b, node, s, t.w) if t.x == "ones"
-                         else b.mul(xmod(t.x), linear_adjoint(b, node, s, t.w)) for t in terms])
-        out_terms.append(contrib if group.coef == 1 else b.mul(contrib, b.scalar(group.coef, like=z_orig)))
-    if not out_terms:
+        s = b.safe_div(r, z, eps, like=z_orig, sign=sign)
+        for t in terms:
+            w = t.w if group.coef == 1 else (t.w * group.coef).astype(t.w.dtype)
+            adjoints.setdefault(t.x, []).append(linear_adjoint(b, node, s, w))
+    if not adjoints:
         return [None] * len(node.inputs)
-    return [b.sum(out_terms)] + [None] * (len(node.inputs) - 1)
+    out = [b.sum(adj) if kind == "ones" else b.mul(xmod(kind), b.sum(adj)) for kind, adj in adjoints.items()]
+    return [b.sum(out)] + [None] * (len(node.inputs) - 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,14 +251,14 @@ def _bias_parts(b, mode):
 def _z(w, b, mode, params, node):
     """LRP-0 (``z``) and LRP-ε (``epsilon``): R_j = Σ_k x_j w_jk R_k / st_ε(z_k)
     (bias=false drops b from z_k)."""
-    return [Group(1.0, [Term("x", w, None if mode == "none" else b)])], None
+    return [Group(1.0, [Term("x", w, None if mode == "none" else b, (1, 1))])], None
 
 
 def _z_plus(w, b, mode, params, node):
     """z⁺: R_j = Σ_k (x⁺_j w⁺_jk + x⁻_j w⁻_jk) R_k / st_ε(Σ_i x⁺_i w⁺_ik + x⁻_i w⁻_ik + b⁺_k)
     (Zennit's b⁺; iNNvestigate's ZPlus and bias=false: no bias)."""
     bp, _ = _bias_parts(b, "none" if mode == "innvestigate" else mode)
-    return [Group(1.0, [Term("pos", _pos(w), bp), Term("neg", _neg(w))])], None
+    return [Group(1.0, [Term("pos", _pos(w), bp, (0, 1)), Term("neg", _neg(w), None, (1, 0))])], None
 
 
 def _alpha_beta(w, b, mode, params, node):
@@ -186,9 +267,9 @@ def _alpha_beta(w, b, mode, params, node):
     b⁺ / b⁻ (Zennit), b / b (bias="innvestigate") or nothing (bias=false)."""
     alpha, beta = float(params.get("alpha", 2.0)), float(params.get("beta", 1.0))
     bp, bn = _bias_parts(b, mode)
-    groups = [Group(alpha, [Term("pos", _pos(w), bp), Term("neg", _neg(w))])]
+    groups = [Group(alpha, [Term("pos", _pos(w), bp, (0, 1)), Term("neg", _neg(w), None, (1, 0))])]
     if beta:
-        groups.append(Group(-beta, [Term("pos", _neg(w), bn), Term("neg", _pos(w))]))
+        groups.append(Group(-beta, [Term("pos", _neg(w), bn, (1, 0)), Term("neg", _pos(w), None, (0, 1))]))
     return groups, None
 
 
@@ -201,9 +282,10 @@ def _gamma(w, b, mode, params, node):
     bb = None if mode == "none" else b
     bp, bn = _bias_parts(b, mode)
     sc = lambda a: None if a is None else g * a  # noqa: E731
-    return [Group(1.0, [Term("x", w, bb), Term("pos", g * _pos(w), sc(bp)), Term("neg", g * _neg(w))], "pos"),
-            Group(1.0, [Term("x", w, bb), Term("pos", g * _neg(w), sc(bn)), Term("neg", g * _pos(w))], "neg")
-            ], None
+    return [Group(1.0, [Term("x", w, bb, (1, 1)), Term("pos", g * _pos(w), sc(bp), (0, g)),
+                        Term("neg", g * _neg(w), None, (g, 0))], "pos"),
+            Group(1.0, [Term("x", w, bb, (1, 1)), Term("pos", g * _neg(w), sc(bn), (g, 0)),
+                        Term("neg", g * _pos(w), None, (0, g))], "neg")], None
 
 
 def _w_square(w, b, mode, params, node):
@@ -222,7 +304,7 @@ def _z_box(w, b, mode, params, node):
     """z^B (bounded input l ≤ x ≤ h): R_j = Σ_k (x_j w_jk − l_j w⁺_jk − h_j w⁻_jk) R_k
     / st_ε(Σ_i x_i w_ik − l_i w⁺_ik − h_i w⁻_ik); l, h scalars or one value per channel / feature."""
     bounds = {"low": _bound(params["low"], node), "high": _bound(params["high"], node)}
-    return [Group(1.0, [Term("x", w), Term("low", -_pos(w)), Term("high", -_neg(w))])], bounds
+    return [Group(1.0, [Term("x", w, None, (1, 1)), Term("low", -_pos(w)), Term("high", -_neg(w))])], bounds
 
 
 _BUILDERS = {"z": _z, "epsilon": _z, "z_plus": _z_plus, "alpha_beta": _alpha_beta, "gamma": _gamma,

@@ -179,3 +179,17 @@ def reduce_max(ctx, node, gouts):
     mask = b.cast(b.op("Equal", x, _keep(b, node.outputs[0], node, axes)), dt)
     cnt = b.reduce_sum(mask, axes, keepdims=True)
     return [b.mul(mask, b.div(_keep(b, g, node, axes), cnt))]
+
+
+@gradient_rule("ReduceL2")
+def reduce_l2(ctx, node, gouts):
+    """y = √(Σ_axes x²)  ⇒  ∂x = g · x / y broadcast back over the reduced axes; 0 where y = 0 (there x = 0:
+    the subgradient torch uses), as (x / max(y, tiny)) · g (global response normalisation,
+    cross-covariance attention)."""
+    b, x, g = ctx.b, node.inputs[0], gouts[0]
+    axes = _reduce_axes(node)
+    if not axes:  # noop_with_empty_axes: the identity
+        return [g]
+    tiny = b.scalar(float(np.finfo(np.dtype(b.dtype_of(x))).tiny), like=x)
+    y = b.op("Max", _keep(b, node.outputs[0], node, axes), tiny)
+    return [b.mul(b.div(x, y), _keep(b, g, node, axes))]  # |x / y| ≤ 1: finite for any finite g

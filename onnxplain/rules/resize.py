@@ -8,10 +8,11 @@ cubic) and coordinate transformation.
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from .. import runtime
 from ..errors import OnnxplainError
-from .registry import attr, const_input, dims, gradient_rule, known_rank
+from .registry import attr, const_input, dims, gradient_rule, known_rank, optional_input
 
 
 def _run_probe(node_attrs, in_shape, axis, scales, sizes, roi, probe_dtype=np.float32):
@@ -85,6 +86,52 @@ def resize_matrix(node, axis, rank, n_in, n_out, scale=None, size=None, roi=None
     return A
 
 
+def _sizes(node, x, y):
+    """The node's sizes: its constant, or — computed at run time, as ``F.interpolate(size=...)`` exports
+    them: ``Concat(Slice(Shape(x), 0, 2), hw)`` with a constant ``hw`` once the shape arithmetic is folded
+    (the batch keeps the whole from folding), or else the output's static sizes — per axis a constant, or
+    None where the size is the input's own (an identity axis)."""
+    t = optional_input(node, 3)
+    if t is None or isinstance(t, gs.Constant):
+        return const_input(node, 3, "sizes")
+    out = _concat_sizes(t, x)
+    if out is None and y.shape is not None and x.shape is not None and len(x.shape) == len(y.shape):
+        # else the output's static sizes; an unknown batch axis (a symbolic one in, unknown out) is no
+        # resized axis — Resize along the batch is nothing exporters emit
+        out = [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else
+               None if i == 0 and isinstance(x.shape[0], str) else -1 for i, d in enumerate(y.shape)]
+        out = None if -1 in out else out
+    if out is None or len(out) != len(x.shape or []) or optional_input(node, 2) is not None:
+        return const_input(node, 3, "sizes")  # the error names the computed input
+    return np.array(out, dtype=object)
+
+
+def _concat_sizes(t, x):
+    """[int or None per axis] for ``t = Concat(pieces)`` whose pieces are constants or slices of
+    ``Shape(x)`` (None: x's own size); None when ``t`` is anything else."""
+    if not t.inputs or t.inputs[0].op != "Concat":
+        return None
+    out = []
+    for piece in t.inputs[0].inputs:
+        if isinstance(piece, gs.Constant):
+            out += [int(v) for v in np.asarray(piece.values).reshape(-1)]
+            continue
+        src = piece.inputs[0] if piece.inputs else None
+        if src is None or src.op != "Slice" or not src.inputs[0].inputs or src.inputs[0].inputs[0].op != "Shape":
+            return None
+        shape_node, bounds = src.inputs[0].inputs[0], src.inputs[1:]
+        if shape_node.inputs[0] is not x or shape_node.attrs.get("start") or shape_node.attrs.get("end") or \
+                not all(isinstance(v, gs.Constant) and np.asarray(v.values).size == 1 for v in bounds if v.name):
+            return None
+        lo, hi, axis, step = ([int(np.asarray(v.values).reshape(-1)[0]) for v in bounds if v.name] + [0, 1])[:4]
+        picked = range(len(x.shape or []))[slice(lo, hi)]
+        if axis != 0 or step != 1 or len(picked) == 0 or picked[0] != len(out):
+            return None
+        n = len(picked)
+        out += [None] * n
+    return out
+
+
 @gradient_rule("Resize")
 def resize(ctx, node, gouts):
     """y = A_a ×_a x for each resized axis a (A_a: the constant n_out × n_in interpolation matrix of that
@@ -96,7 +143,7 @@ def resize(ctx, node, gouts):
     r = known_rank(node, x)
     y = node.outputs[0]
     scales = const_input(node, 2, "scales")
-    sizes = const_input(node, 3, "sizes")
+    sizes = _sizes(node, x, y)
     roi = const_input(node, 1, "roi")
     if scales is not None and scales.size == 0:
         scales = None
@@ -119,6 +166,8 @@ def resize(ctx, node, gouts):
         crop = a_roi is not None and a_roi != (0.0, 1.0)
         n_in = xd[a]
         if sizes is not None:
+            if sizes.reshape(-1)[i] is None:  # a symbolic axis the output shares with the input
+                continue
             n_out = int(sizes.reshape(-1)[i])
             if n_in == n_out and not crop:
                 continue  # an identity axis

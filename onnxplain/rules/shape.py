@@ -399,10 +399,18 @@ def tile(ctx, node, gouts):
     if not ctx.needs_grad(x):
         return [None, None]
     r = known_rank(node, x)
+    xd = dims(x)
+    if not isinstance(node.inputs[1], gs.Constant):  # repeats computed at run time (window attention)
+        rep = node.inputs[1]
+        parts = []
+        for i in range(r):
+            parts += [b.op("Slice", rep, b.ints([i]), b.ints([i + 1])),
+                      b.ints([xd[i]]) if xd[i] is not None else b.shape(x, start=i, end=i + 1)]
+        t = b.reshape(g, b.op("Concat", *parts, axis=0))
+        return [b.reshape_like(b.reduce_sum(t, [2 * i for i in range(r)], keepdims=True), x), None]
     reps = [int(v) for v in const_input(node, 1, "repeats").reshape(-1)]
     if all(v == 1 for v in reps):
         return [g, None]
-    xd = dims(x)
     parts = []
     for i in range(r):
         parts += [reps[i], xd[i] if xd[i] is not None else b.shape(x, start=i, end=i + 1)]
