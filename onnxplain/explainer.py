@@ -36,6 +36,13 @@ class ModelRunner:
         self.batch_size = int(batch_size)
         self._forward: runtime.Session | None = None
         self._graphs: dict = {}  # (id(method), classes per row) -> [method, model, session or None]
+        # what every call reads of the model, read once (CanonicalModel derives it from its graph each time)
+        self.input_shape = list(canonical.input_shape or [])
+        self.dtype = canonical.dtype
+        self.input_dtype = canonical.boundary_dtypes[0]  # the source model's own input dtype
+        out_shape = canonical.output.shape
+        self.classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], (int, np.integer)) \
+            and out_shape[-1] > 0 else None
 
     @property
     def input_name(self) -> str:
@@ -43,7 +50,7 @@ class ModelRunner:
 
     def batch_cap(self, batch_size: int | None = None) -> int:
         bs = int(batch_size or self.batch_size)
-        fixed = (self.canonical.input_shape or [None])[0]
+        fixed = (self.input_shape or [None])[0]
         if isinstance(fixed, (int, np.integer)) and fixed > 0:
             bs = min(bs, int(fixed))
         return max(bs, 1)
@@ -59,39 +66,44 @@ class ModelRunner:
     def forward_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.forward_session().run({self.input_name: rows})[0]
 
-    def _entry(self, method: GraphMethod, classes: int | None = None, keep: bool = True) -> list:
-        """[method, model (None once a session holds it and nobody asked for it), session or None]."""
+    def _entry(self, method: GraphMethod, classes: int | None = None) -> list:
+        """[method, model or None, session or None] of ``method`` at ``classes`` per row."""
         key = (id(method), classes)
         hit = self._graphs.get(key)
         if hit is None or hit[0] is not method:
-            hit = self._graphs[key] = [method, None, None]
-        if isinstance(hit[1], Exception):
-            raise hit[1]
-        if hit[1] is None and (keep or hit[2] is None):
             method.bind(self.canonical)
-            try:
-                hit[1] = build_explainer(self.canonical, method, classes)
-            except PerClassUnsupported as exc:  # remembered: asked again, it fails at once
-                hit[1] = exc
-                raise
+            hit = self._graphs[key] = [method, None, None]
+        if isinstance(hit[1], Exception):  # remembered: asked again, it fails at once
+            raise hit[1]
         return hit
+
+    def _build(self, entry, classes, external=None):
+        try:
+            return build_explainer(self.canonical, entry[0], classes, external=external)
+        except PerClassUnsupported as exc:
+            entry[1] = exc
+            raise
 
     def explainer_model(self, method: GraphMethod, classes: int | None = None) -> onnx.ModelProto:
         """The explainer graph of ``method``; with ``classes`` = K, the one explaining K classes per row."""
-        return self._entry(method, classes)[1]
+        entry = self._entry(method, classes)
+        if entry[1] is None:
+            entry[1] = self._build(entry, classes)
+        return entry[1]
 
     def explainer_session(self, method: GraphMethod, classes: int | None = None) -> runtime.Session:
-        """The session of that graph. The graph itself is not kept once its session exists (its weights
-        would be held twice); :meth:`explainer_model` builds it again when asked."""
-        entry = self._entry(method, classes, keep=False)
+        """The session of that graph, built without a protobuf copy of its weights: onnxruntime gets them
+        as arrays (``build_explainer(external=)``), so nothing of that size is serialised or parsed."""
+        entry = self._entry(method, classes)
         if entry[2] is None:
-            data, entry[1] = entry[1].SerializeToString(), None
-            entry[2] = runtime.Session(data, self.device)
+            weights: dict = {}
+            data = self._build(entry, classes, weights).SerializeToString()
+            entry[2] = runtime.Session(data, self.device, initializers=weights)
         return entry[2]
 
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         sess = self.explainer_session(method)
-        rows_in = rows.astype(self.canonical.boundary_dtypes[0], copy=False)  # the model's own input dtype
+        rows_in = rows.astype(self.input_dtype, copy=False)  # the model's own input dtype
         rel = sess.run({self.input_name: rows_in, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
         return rel.astype(rows.dtype, copy=False)
 
@@ -173,14 +185,14 @@ class Explainer:
         if x.dtype.kind not in "fiub":
             raise OnnxplainError(f"input must be a numeric array, got dtype {x.dtype}")
         with np.errstate(over="ignore"):  # values beyond the model's dtype become ±Inf, reported below
-            x = x.astype(self.canonical.dtype, copy=False)
+            x = x.astype(self.runner.dtype, copy=False)
         finite = np.isfinite(x)
         if not finite.all():  # a NaN would hide in a gradient and poison LRP: say where it is
             idx = tuple(int(i) for i in np.argwhere(~finite)[0])
             what = "NaN" if np.isnan(x[idx]) else "an infinite value"
             raise OnnxplainError(f"input contains {what} at index {idx} (as {x.dtype}; {x.size - int(finite.sum())} "
                                  "non-finite value(s) in all): explanations need finite inputs")
-        shape = self.canonical.input_shape
+        shape = self.runner.input_shape
         if x.ndim != len(shape):
             raise OnnxplainError(f"input has shape {x.shape}; the model expects rank {len(shape)} "
                                  f"{_fmt_shape(shape)} (with the batch axis first)")
@@ -196,8 +208,8 @@ class Explainer:
         if t.dtype.kind not in "iu":
             raise OnnxplainError(f"target must be integer class indices, got {t.dtype}")
         t = np.broadcast_to(t.astype(np.int64).reshape(-1) if t.ndim else t.astype(np.int64), (n,)).copy()
-        classes = self.canonical.output.shape[-1] if self.canonical.output.shape else None
-        if isinstance(classes, (int, np.integer)) and classes > 0 and (t.min() < 0 or t.max() >= classes):
+        classes = self.runner.classes
+        if classes is not None and (t.min() < 0 or t.max() >= classes):
             raise OnnxplainError(f"target {t.min() if t.min() < 0 else t.max()} is out of range: "
                                  f"the model has {classes} classes (0..{classes - 1})")
         return t
@@ -225,7 +237,7 @@ class Explainer:
         if not isinstance(self.method, GraphMethod):  # perturbation and sampling methods run from Python
             return self.method.explain(self.runner, x, t)
         sess = self.runner.explainer_session(self.method)
-        batched = {self.input_name: x.astype(self.canonical.boundary_dtypes[0], copy=False)}
+        batched = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
         const = {}
         if t is None:
             const["target"] = np.zeros((0,), np.int64)
@@ -238,8 +250,8 @@ class Explainer:
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""
-        classes = self.canonical.output.shape[-1] if self.canonical.output.shape else None
-        known = isinstance(classes, (int, np.integer)) and classes > 0
+        classes = self.runner.classes
+        known = classes is not None
         if top_k is not None:
             if target is not None:
                 raise OnnxplainError("give target or top_k, not both")
@@ -283,7 +295,7 @@ class Explainer:
                                parts[0].extras)
         if t is None and kc < k:
             t = np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-        xin = {self.input_name: x.astype(self.canonical.boundary_dtypes[0], copy=False)}
+        xin = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
         rel = tgt = None
         for g0 in range(0, k, kc):
             if t is None:

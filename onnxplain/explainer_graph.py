@@ -26,11 +26,18 @@ OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target",)
 
 
-def build_explainer(canonical: CanonicalModel, method, classes: int | None = None) -> onnx.ModelProto:
+EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
+
+
+def build_explainer(canonical: CanonicalModel, method, classes: int | None = None, *,
+                    external: dict | None = None) -> onnx.ModelProto:
     """Forward graph + target selection + ``method``'s backward pass (a bound GraphMethod), as one model.
 
     ``classes`` = K: K classes per row in one run (``target`` [N, K], relevance [N, K, ...]); a
-    :class:`PerClassUnsupported` error when the graph's tensors are not all batch-first."""
+    :class:`PerClassUnsupported` error when the graph's tensors are not all batch-first. ``external`` (a
+    dict, filled here): the weights are not copied into the model — each constant of 64 KiB or more is an
+    initializer with external data "onnxplain:in-memory" and its array goes into ``external`` by name, for
+    ``runtime.Session(model, initializers=external)``; the model alone is then not loadable."""
     g = canonical.graph.copy()
     x, logits = g.inputs[0], g.outputs[0]
     tensors = g.tensors()
@@ -84,6 +91,8 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     g.inputs = [x_in, target_in]
     g.outputs = outs
     g.cleanup().toposort()
+    if external is not None:
+        _move_out(g, external)
     model = export_graph(g)
     default = np.zeros((0,) if per_class is None else (0, per_class.k), np.int64)
     model.graph.initializer.append(onnx.numpy_helper.from_array(default, "target"))
@@ -183,6 +192,21 @@ class PerClass:
         r = len(self.x.shape)
         split = b.reshape(relevance, b.op("Concat", b.ints([self.k, -1]), b.shape(self.x, start=1), axis=0))
         return b.transpose(split, [1, 0] + list(range(2, r + 1)))
+
+
+def _move_out(g: gs.Graph, external: dict):
+    """Large constants of ``g`` → placeholders with external data; their arrays → ``external``."""
+    for t in g.tensors().values():
+        if not isinstance(t, gs.Constant) or isinstance(t._values, gs.ir.tensor.SparseValues):
+            continue
+        if int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize < EXTERNAL_MIN_BYTES:
+            continue
+        arr = np.ascontiguousarray(t.values)
+        ph = onnx.TensorProto(name=t.name, data_type=_onnx_type(arr.dtype), dims=arr.shape,
+                              data_location=onnx.TensorProto.EXTERNAL)
+        ph.external_data.add(key="location", value="onnxplain:in-memory")
+        t.values = gs.ir.tensor.LazyValues(ph)
+        external[t.name] = arr
 
 
 def _onnx_type(dtype) -> int:

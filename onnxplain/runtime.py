@@ -148,11 +148,19 @@ class Session:
     CPU onnxruntime reads the numpy inputs in place already, so the plain ``run`` is as fast (the
     explain() overhead in benchmarks/bench_api.py is measured that way)."""
 
-    def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto", device_values: bool | None = None):
+    def __init__(self, model: onnx.ModelProto | bytes, device: str = "auto", device_values: bool | None = None,
+                 initializers: dict | None = None):
+        """``initializers``: {name: array} of initializers the model declares with external data (see
+        ``explainer_graph.build_explainer(external=)``): onnxruntime takes the arrays as they are — no
+        protobuf copy of the weights is built, serialised or parsed; the session keeps them alive."""
         data = model if isinstance(model, bytes) else model.SerializeToString()
         self.providers = providers_for(device)
+        so = _quiet_options()
+        if initializers:
+            self._initializers = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for v in initializers.values()]
+            so.add_external_initializers(list(initializers), self._initializers)
         try:
-            self._sess = ort.InferenceSession(data, _quiet_options(), providers=_with_options(self.providers))
+            self._sess = ort.InferenceSession(data, so, providers=_with_options(self.providers))
         except Exception as exc:
             msg = first_line(exc)
             raise OnnxplainError(f"onnxruntime cannot load the model: {msg}") from None

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 import onnxplain
 import zoo
 from helpers import randn
+from nets import linear_model
 from onnxplain import runtime
 from onnxplain.engine import needed_tensors, path_nodes
 from onnxplain.explainer_graph import build_explainer
@@ -71,3 +72,23 @@ def test_backward_from_the_bound_path_builds_the_same_graph(build):
     ex.method.path = []  # no precomputed path: the engine walks the graph itself
     walked = build_explainer(c, ex.method)
     assert onnx.printer.to_text(with_path.graph) == onnx.printer.to_text(walked.graph)
+
+
+def test_weights_handed_to_onnxruntime_as_arrays():
+    """build_explainer(external=) keeps constants ≥ 64 KiB out of the protobuf; the session takes the arrays
+    and computes what the self-contained model computes."""
+    rng = np.random.default_rng(0)
+    c = onnxplain.canonicalize(linear_model(rng.standard_normal((300, 100)), rng.standard_normal(100)))  # 120 KB
+    ex = onnxplain.Explainer(c, "lrp.epsilon_plus_flat")
+    weights: dict = {}
+    light = build_explainer(c, ex.method, external=weights)
+    full = build_explainer(c, ex.method)
+    assert weights and all(a.nbytes >= 1 << 16 for a in weights.values())
+    outside = {t.name for t in light.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert outside == set(weights)
+    assert light.ByteSize() < full.ByteSize() - sum(a.nbytes for a in weights.values()) + 4096
+    x = randn((2, 300))
+    feeds = {c.input_name: x, "target": np.array([1, 3])}
+    got = runtime.Session(light, "cpu", initializers=weights).run(feeds)
+    for a, b in zip(got, runtime.Session(full, "cpu").run(feeds)):
+        np.testing.assert_array_equal(a, b)

@@ -228,7 +228,10 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
             r = b.mul(R, b.cast(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), z_orig.dtype))
         s = b.safe_div(r, z, eps, like=z_orig, sign=sign)
         for t in terms:
-            w = t.w if group.coef == 1 else (t.w * group.coef).astype(t.w.dtype)
+            if group.coef == 1 and t.basis == (1, 1):  # W itself: the layer's own constant, not a copy of it
+                w = node.inputs[1]
+            else:
+                w = t.w if group.coef == 1 else (t.w * group.coef).astype(t.w.dtype)
             adjoints.setdefault(t.x, []).append(linear_adjoint(b, node, s, w))
     if not adjoints:
         return [None] * len(node.inputs)

@@ -39,10 +39,11 @@ def constants_from_nodes(graph: gs.Graph) -> None:
     graph.cleanup()
 
 
-def fold_constants(graph: gs.Graph) -> None:
-    """Constant folding (with shapes) by onnx-graphsurgeon; skipped silently where it fails."""
+def fold_constants(graph: gs.Graph, size_threshold: int | None = None) -> None:
+    """Constant folding (with shapes) by onnx-graphsurgeon; skipped silently where it fails; tensors of
+    more than ``size_threshold`` bytes (when given) are not folded."""
     try:
-        graph.fold_constants(fold_shapes=True, error_ok=True)
+        graph.fold_constants(fold_shapes=True, error_ok=True, size_threshold=size_threshold)
     except Exception:  # folding is an optimisation; never fail the load on it
         pass
     graph.cleanup()
@@ -59,20 +60,24 @@ def fold_shape_arithmetic(graph: gs.Graph, reinfer, rounds: int = 64) -> gs.Grap
     return graph
 
 
-def _fold_rounds(graph, reinfer, rounds):
-    fold_constants(graph)
+def _fold_rounds(graph, reinfer, rounds, size_threshold=None):
+    fold_constants(graph, size_threshold)
     for _ in range(rounds):
         if not any(n.op == "Shape" for n in graph.nodes):
             break
         before = len(graph.nodes)
         graph = reinfer(graph)
-        fold_constants(graph)
+        fold_constants(graph, size_threshold)
         if len(graph.nodes) >= before:
             break
     return graph
 
 
-PROBE_BATCH = 9973  # a prime: a dim of the fixed-batch graph that is no multiple of it is no batch dim
+# a prime batch size: a dim of the fixed-batch graph that is no multiple of it is no batch dim. Small
+# enough that tensors folded at this batch stay small (a class token expanded to it, say), and only
+# tensors of at most _PROBE_BYTES are folded there
+PROBE_BATCH = 1009
+_PROBE_BYTES = 1 << 22
 
 
 def fill_batch_free_dims(graph: gs.Graph, reinfer, rounds: int = 64) -> bool:
@@ -91,7 +96,7 @@ def fill_batch_free_dims(graph: gs.Graph, reinfer, rounds: int = 64) -> bool:
             t.shape = None
     probe.inputs[0].shape = [PROBE_BATCH, *inp.shape[1:]]
     try:
-        fixed = _fold_rounds(reinfer(probe), reinfer, rounds).tensors()
+        fixed = _fold_rounds(reinfer(probe), reinfer, rounds, _PROBE_BYTES).tensors()
     except Exception:  # an optimisation; never fail on it
         return False
     filled = False
