@@ -53,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import shapes  # noqa: E402
+from bench_explainer import machine  # noqa: E402  (one description of the machine for every benchmark)
 from onnxplain.sampling.integrated_gradients import auto_levels  # noqa: E402
 
 import onnxplain  # noqa: E402
@@ -68,24 +69,6 @@ ROWS: list = []
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
-def machine() -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = ""
-    return f"{cpu}, {usable}/{os.cpu_count()} cores usable, {load}"
-
-
 def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict:
     """{name: [seconds per round]}: every round runs each callable once, order rotated per round."""
     names = list(fns)

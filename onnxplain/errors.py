@@ -30,3 +30,10 @@ class UnsupportedOpError(OnnxplainError):
 
 class ImageError(OnnxplainError):
     """An image cannot be loaded or does not fit the model's input."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (onnx's and onnxruntime's run over many lines), for
+    one-line errors; the exception's type name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import OnnxplainError
+from .errors import OnnxplainError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -76,12 +76,6 @@ def max_opset() -> int:
         except Exception:
             continue
     return 17
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (onnxruntime's messages run over many lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_error(exc: BaseException) -> str:

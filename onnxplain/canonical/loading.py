@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from onnx import external_data_helper, shape_inference, version_converter
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from ..errors import ModelError, OnnxplainError
+from ..errors import ModelError, OnnxplainError, first_line
 from . import validation
 
 MIN_OPSET = 17  # rules are written against opset ≥ 17 (ReduceSum axes input, ScatterElements add, …)
@@ -126,12 +126,6 @@ def source_files(source) -> list:
 
 def _external_tensors(model):
     return [t for _, t in validation.model_tensors(model) if validation.is_external(t)]
-
-
-def first_line(exc) -> str:
-    """The first line of an exception's message (for one-line ModelErrors)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---- opset and IR versions ----------------------------------------------------------------------
