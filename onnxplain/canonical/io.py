@@ -5,7 +5,9 @@ guessing the image layout (NCHW or NHWC).
 **Which output is explained.** Every graph output is traced back through post-processing: Identity,
 Dropout, Cast, Mul/Div by a constant, Reshape/Flatten/Squeeze/Unsqueeze, and the label and score
 selectors exporters put beside the scores (ArgMax, ArgMin, TopK, ReduceMax, ZipMap, ArrayFeatureExtractor,
-LabelEncoder, CategoryMapper), up to a Softmax, LogSoftmax or Sigmoid. Outputs that lead to the same
+LabelEncoder, CategoryMapper) and quantisation (QuantizeLinear/DequantizeLinear: a quantized model's
+probabilities), up to a Softmax, LogSoftmax or Sigmoid — or QOperator's QLinearSoftmax/QLinearSigmoid, whose
+integer input is dequantised with its own scale and zero point to give the logits. Outputs that lead to the same
 tensor are one candidate. The candidates rank as follows (:data:`OUTPUT_RULE`):
 
 1. outputs computed through a Softmax, LogSoftmax or Sigmoid — their logits are the activation's input,
@@ -36,7 +38,9 @@ SCALES = {"Mul", "Div"}  # by a constant: stripped only after an activation
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # likewise
 SELECTORS = {"ArgMax", "ArgMin", "TopK", "ReduceMax", "ZipMap", "ArrayFeatureExtractor", "LabelEncoder",
              "CategoryMapper"}
-POSTPROCESSING_OPS = ACTIVATIONS | NOOPS | SCALES | RESHAPES | SELECTORS
+QUANTIZERS = {"QuantizeLinear", "DequantizeLinear"}  # the output's own quantisation: like SCALES
+Q_ACTIVATIONS = {"QLinearSoftmax": "Softmax", "QLinearSigmoid": "Sigmoid"}  # QOperator activations
+POSTPROCESSING_OPS = ACTIVATIONS | NOOPS | SCALES | RESHAPES | SELECTORS | QUANTIZERS | set(Q_ACTIVATIONS)
 
 OUTPUT_RULE = ("outputs behind a Softmax/LogSoftmax/Sigmoid rank first, then float [N, C ≥ 2] outputs, "
                "then a lone [N, 1] score; ties go to the graph's output order")
@@ -97,6 +101,7 @@ class Trace:
     logits: gs.Tensor
     stripped: list = field(default_factory=list)
     activation: str | None = None
+    dequantize: tuple | None = None  # (scale, zero point) of a QLinear activation's integer input
 
     @property
     def selected(self) -> bool:  # reached through a label/score selector (ArgMax, ZipMap, …)
@@ -136,10 +141,12 @@ def trace(t: gs.Tensor) -> Trace:
         t = src
         if node.op in ACTIVATIONS:
             return Trace(out, t, [op for op, _ in walk], node.op)
-    # no activation: Mul/Div and reshapes belong to the scores, so the logits are the tensor they produce
+        if node.op in Q_ACTIVATIONS:
+            return Trace(out, t, [op for op, _ in walk], Q_ACTIVATIONS[node.op], (node.inputs[1], node.inputs[2]))
+    # no activation: Mul/Div, reshapes and quantisers belong to the scores, so the logits are what they produce
     logits, stripped = out, []
     for op, produced in walk:
-        if op in SCALES or op in RESHAPES:
+        if op in SCALES or op in RESHAPES or op in QUANTIZERS:
             logits = produced
             break
         stripped.append(op)
@@ -171,7 +178,7 @@ def _classes(shape):
 def rank(tr: Trace) -> int | None:
     """The candidate rank of a trace (1, 2, 3; see the module docstring), or None when no candidate."""
     t = tr.logits
-    if not is_float(t) or isinstance(t, gs.Constant) or not t.inputs:
+    if not (is_float(t) or tr.dequantize) or isinstance(t, gs.Constant) or not t.inputs:
         return None
     c = _classes(t.shape)
     if tr.activation:
@@ -237,11 +244,11 @@ def choose_output(graph: gs.Graph, name: str | None, where: str, notes) -> Outpu
             outs = ", ".join(t.name for t in graph.outputs)
             raise ModelError(f"{where} has no tensor '{name}'; its outputs are: {outs}")
         tr = trace(tensors[name])
-        if not is_float(tr.logits):
+        if not (is_float(tr.logits) or tr.dequantize):
             raise ModelError(f"output '{name}' of {where} is not a floating-point tensor")
         _append(notes, _strip_note(tr))
         roles = {o.name: f"explained: {_how(tr)}" if o.name == name else "not chosen" for o in graph.outputs}
-        return OutputChoice(tr.logits, name, roles, "named with --output / output=")
+        return OutputChoice(_float_logits(graph, tr), name, roles, "named with --output / output=")
     traces = [trace(o) for o in graph.outputs]
     ranks = [rank(tr) for tr in traces]
     groups: dict = {}  # logits name → [(rank, position, trace)], outputs sharing their logits are one candidate
@@ -271,7 +278,16 @@ def choose_output(graph: gs.Graph, name: str | None, where: str, notes) -> Outpu
         _append(notes, notice)
     reason = f"by the rule: {OUTPUT_RULE}" if len(cands) > 1 else \
         "the only output" if len(traces) == 1 else "the only output that is class scores"
-    return OutputChoice(best.logits, best.output.name, roles, reason, notice)
+    return OutputChoice(_float_logits(graph, best), best.output.name, roles, reason, notice)
+
+
+def _float_logits(graph: gs.Graph, tr: Trace) -> gs.Tensor:
+    """The trace's logits; behind a QLinear activation, its integer input dequantised (a node added)."""
+    if not tr.dequantize:
+        return tr.logits
+    out = gs.Variable(f"{tr.logits.name}_dequantized", dtype=np.float32, shape=tr.logits.shape)
+    graph.nodes.append(gs.Node("DequantizeLinear", inputs=[tr.logits, *tr.dequantize], outputs=[out]))
+    return out
 
 
 def _representative(group) -> Trace:
