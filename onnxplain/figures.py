@@ -150,7 +150,7 @@ def ranking(relevance) -> np.ndarray:
 
 
 def feature_figure(names, values, head, maps, *, cmap="bwr", scaling="symmetric", max_features=20,
-                   bar_width=220) -> Image.Image:
+                   bar_width=260) -> Image.Image:
     """Per ``(title lines, relevance)`` of ``maps`` a bar chart of the relevance of each feature; the
     left column names the features and their values (``head`` above it)."""
     rels = [np.asarray(r, np.float64).reshape(-1) for _, r in maps]
@@ -162,7 +162,8 @@ def feature_figure(names, values, head, maps, *, cmap="bwr", scaling="symmetric"
     vals = np.asarray(values, np.float64).reshape(-1)
     labels = [f"{names[i]} = {vals[i]:.4g}" for i in order]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    name_w = int(min(max([probe.textlength(t, font=small) for t in labels] + [120]), 320)) + 8
+    name_w = int(min(max([probe.textlength(t, font=small) for t in labels] +
+                         [probe.textlength(t, font=fnt) for t in head] + [120]), 320)) + 8
     body_h = row_h * len(order) + 4
     left = Image.new("RGB", (name_w, body_h), _BG)
     d = ImageDraw.Draw(left)
@@ -177,14 +178,13 @@ def feature_figure(names, values, head, maps, *, cmap="bwr", scaling="symmetric"
         mid = bar_width // 2
         d.line([mid, 0, mid, body_h], fill=_GREY)
         for j, i in enumerate(order):
-            x = float(np.clip(r[i] / v, -1, 1)) * (mid - 4)
+            x = float(np.clip(r[i] / v, -1, 1)) * (mid - 50)  # 50 px kept for the value label
             fill = tuple(int(c) for c in colour(np.sign(r[i]), -1, 1, cmap))
             y0 = j * row_h + 3
             d.rectangle([min(mid, mid + x), y0, max(mid, mid + x), y0 + row_h - 6], fill=fill)
             label = f"{r[i]:.3g}"
             tw = d.textlength(label, font=small)
             tx = mid + x + 3 if r[i] >= 0 else mid + x - tw - 3
-            tx = min(max(tx, 0), bar_width - tw) if not (mid - 4 < tx < mid + 4) else tx
             d.text((tx, y0 - 1), label, fill=_FG, font=small)
         cols.append(_column([_text_block(pad_lines(title), bar_width, fnt), panel], bar_width))
     return _row(cols)

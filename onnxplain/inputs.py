@@ -46,7 +46,7 @@ def _walk(folder: str, extensions) -> list:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, n) for n in sorted(names)
                   if not n.startswith(".") and n.lower().endswith(extensions)]
-    return found
+    return sorted(found)
 
 
 def _list_file(path: str) -> list:
@@ -64,6 +64,7 @@ def expand(items, extensions=None) -> list:
     ``extensions``: what a folder search keeps (default: Pillow's image extensions, ``.npy`` and ``.csv``).
     A path that does not exist is an error naming it; so is an empty result."""
     exts = tuple(extensions) if extensions is not None else image_extensions() + ARRAY_EXTENSIONS
+    items = [items] if isinstance(items, (str, os.PathLike)) else list(items)
     out, seen = [], set()
 
     def add(p):
