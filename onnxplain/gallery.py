@@ -64,7 +64,7 @@ select,input{font:inherit;padding:3px 6px}
 #count{color:#666;margin-left:auto}
 #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(var(--w,300px),1fr));gap:12px;padding:16px}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;display:flex;flex-direction:column;gap:6px}
-.card img{width:100%;image-rendering:pixelated;border-radius:3px;background:#fff}
+.card img{width:100%;border-radius:3px;background:#fff}
 .card .name{font-weight:600;word-break:break-all}
 .card .meta{color:#555;font-size:12.5px}
 .card a{color:inherit;text-decoration:none}
@@ -110,7 +110,7 @@ function render(){
   card.appendChild(meta);grid.appendChild(card);
  }
  if(!sel.length){const e=document.createElement('div');e.className='empty';e.textContent='Nothing matches these filters.';grid.appendChild(e);}
- $('count').textContent=sel.length+' of '+rows.length+' rows';
+ $('count').textContent=sel.length+(m===''?' figure':' heatmap')+(sel.length===1?'':'s')+' shown ('+rows.length+' rows in all)';
 }
 for(const id of ['cls','method'])$(id).addEventListener('change',render);
 $('q').addEventListener('input',render);
