@@ -100,7 +100,7 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
                          fallback=fallback, preprocessing=pre, dtype=dtype,
                          **method_option_values(options, rules, first_layer, patterns))
     names = read_labels(labels) if labels else model_labels(model)
-    for line in notices(exs):
+    for line in notices(exs, names):
         click.echo(f"note: {line}", err=True)
     report = explain_dataset(exs, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
                              top_k=top_k, labels=names, cmap=cmap, overlay=overlay, scaling=scaling, limit=limit,

@@ -116,16 +116,23 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
                     pending = []
                 bar.update(1)
     finally:
-        if jsonl is not None:
+        if jsonl is not None:  # also when interrupted: the index covers what was done
             jsonl.close()
+            gallery.write_csv(index[1], report.rows)
+            gallery.write_html(index[2], report.rows, labels=labels)
     if jsonl is None and not report.rows and report.failures:
         raise OnnxplainError(f"{report.failures[0][0]}: {report.failures[0][1]}" if len(report.failures) > 1 or
                              report.failures[0][0] not in report.failures[0][1] else report.failures[0][1])
-    if jsonl is None:
+    if jsonl is None:  # everything was resumed (or there was nothing to do)
         _start_index(index[0], report.rows).close()
-    gallery.write_csv(index[1], report.rows)
-    gallery.write_html(index[2], report.rows, labels=labels)
+        gallery.write_csv(index[1], report.rows)
+        gallery.write_html(index[2], report.rows, labels=labels)
     return report
+
+
+def explain_files(explainer, images, outdir, **kwargs) -> DatasetReport:
+    """:func:`explain_dataset` with one Explainer (the former name of this function)."""
+    return explain_dataset([explainer], images, outdir, **kwargs)
 
 
 def _start_index(path, rows):
@@ -141,7 +148,8 @@ def _refuse_stem_inputs(guard: InputGuard, outdir, stems):
     if not os.path.isdir(outdir):
         return
     for name in os.listdir(outdir):
-        if name.split(".")[0] in stems:
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in stems for i in range(1, len(parts))):
             guard.check([os.path.join(outdir, name)])
 
 
@@ -227,9 +235,13 @@ def _complete_rows(outdir, request) -> dict:
 
 
 # ---- text for the command line ------------------------------------------------------------------
-def notices(explainers) -> list:
-    """One line per method that fell back to occlusion, and the model's output notice."""
+def notices(explainers, labels=None) -> list:
+    """One line per method that fell back to occlusion, the model's output notice, and class names that do
+    not match the number of classes."""
     out = []
+    classes = explainers[0].runner.classes if explainers else None
+    if labels is not None and classes is not None and len(labels) != classes:
+        out.append(f"{len(labels)} class names for {classes} classes: classes without a name are shown by index")
     for ex in explainers:
         if ex.fallback_from:
             ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))

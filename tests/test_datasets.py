@@ -289,3 +289,27 @@ def test_plot_as_a_matplotlib_figure(linear, tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("i\npredicted class") and titles[1].startswith("gradient\nclass")
     assert len(fig.axes) == 3 + 2  # image, two heatmaps, two colour bars
+
+
+def test_signals_of_rank_three_from_npy(tmp_path):
+    """Input (N, 2, 5): .npy rows, features f0..f9 in the flattened order, ranked by |relevance|."""
+    from onnx import helper
+
+    from nets import make
+    rng = np.random.default_rng(5)
+    w, b = rng.standard_normal((10, 3)), rng.standard_normal(3)
+    m = make([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "W", "B"], ["logits"])],
+             {"W": w, "B": b}, ["N", 2, 5])
+    onnx.save(m, tmp_path / "sig.onnx")
+    x = rng.standard_normal((2, 2, 5)).astype(np.float32)
+    np.save(tmp_path / "sig.npy", x)
+    res = run("explain", tmp_path / "sig.onnx", tmp_path / "sig.npy", "--labels", tmp_path / "sig.npy", "-o",
+              tmp_path / "out")
+    assert res.exit_code == 2 and "labels file" in res.output  # a binary file is not a list of names
+    res = run("explain", tmp_path / "sig.onnx", tmp_path / "sig.npy", "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "results.jsonl")]
+    for n, row in enumerate(rows):
+        g = w[:, int(np.argmax(x[n].reshape(-1) @ w + b))]
+        assert [f["name"] for f in row["features"]] == [f"f{i}" for i in np.argsort(-np.abs(g), kind="stable")]
+        np.testing.assert_allclose(np.load(tmp_path / "out" / row["relevance_file"]), g.reshape(2, 5), rtol=1e-5)
