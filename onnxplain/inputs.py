@@ -12,7 +12,9 @@ is N samples (``<stem>-<i>``, source ``file.npy[i]``; one sample of the input's 
 axis is also accepted); a ``.csv`` is one sample per row (``<stem>-<i>``, source ``file.csv[i]``, rows
 counted from 0 after the header). A CSV's first row names the features when any of its cells is not a number.
 :func:`load` turns entries into :class:`Sample` arrays, or a :class:`Failure` per entry that cannot be
-read, so that one bad file never stops a run.
+read, so that one bad file never stops a run. Images are resized to the model's input size (or ``size``);
+when the model leaves it open and no size is given, the first image's size is the run's and an image of
+another size is a failure that asks for ``--size``.
 """
 from __future__ import annotations
 
@@ -268,10 +270,14 @@ def load(batch, spec: Spec, preprocessing) -> list:
 def _load_one(entry: Entry, spec: Spec, pre):
     try:
         if entry.row is None:
-            x, pictures = load_images([entry.path], size=spec.size, channels=spec.channels, layout=spec.layout,
-                                      scale=pre.scale, mean=pre.mean, std=pre.std)
-            if spec.size is None:
-                spec.size = tuple(x.shape[2:4] if spec.layout == "nchw" else x.shape[1:3])
+            x, pictures = load_images([entry.path], size=spec.size if spec.fixed else None, channels=spec.channels,
+                                      layout=spec.layout, scale=pre.scale, mean=pre.mean, std=pre.std)
+            got = tuple(x.shape[2:4] if spec.layout == "nchw" else x.shape[1:3])
+            if spec.size is None:  # the model leaves the size open: the first image's size is the run's
+                spec.size = got
+            if got != tuple(spec.size):
+                raise OnnxplainError(f"{entry.path} is {got[0]}x{got[1]} but the first image is {spec.size[0]}x"
+                                     f"{spec.size[1]} (HxW) and the model does not fix its size: pass --size H W")
             return Sample(entry, x[0], pictures[0])
         if entry.path.lower().endswith(".csv"):
             table = read_csv(entry.path)

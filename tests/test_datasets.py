@@ -313,3 +313,22 @@ def test_signals_of_rank_three_from_npy(tmp_path):
         g = w[:, int(np.argmax(x[n].reshape(-1) @ w + b))]
         assert [f["name"] for f in row["features"]] == [f"f{i}" for i in np.argsort(-np.abs(g), kind="stable")]
         np.testing.assert_allclose(np.load(tmp_path / "out" / row["relevance_file"]), g.reshape(2, 5), rtol=1e-5)
+
+
+def test_images_of_another_size_fail_alone_when_the_model_leaves_the_size_open(tmp_path):
+    """Global average pooling takes any size: the first image's size is the run's; another size fails alone."""
+    from onnx import helper
+
+    from nets import make
+    rng = np.random.default_rng(2)
+    m = make([helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "W", "B"], ["logits"])],
+             {"W": rng.standard_normal((3, 2)), "B": np.zeros(2)}, ["N", 3, "H", "W"])
+    onnx.save(m, tmp_path / "gap.onnx")
+    a, b, c = png(tmp_path / "in" / "a.png", 1), png(tmp_path / "in" / "b.png", 2, (9, 5)), png(tmp_path / "in" / "c.png", 3)
+    res = run("explain", tmp_path / "gap.onnx", tmp_path / "in", "-o", tmp_path / "out")
+    assert res.exit_code == 3, res.output
+    assert f"{b}: failed: {b} is 9x5 but the first image is 6x6" in res.stderr and "--size" in res.stderr
+    assert [json.loads(line)["input"] for line in open(tmp_path / "out" / "results.jsonl")] == [a, c]
+    res = run("explain", tmp_path / "gap.onnx", tmp_path / "in", "--size", 4, 4, "-o", tmp_path / "out4")
+    assert res.exit_code == 0 and np.load(tmp_path / "out4" / "b.gradient.npy").shape == (3, 4, 4)
