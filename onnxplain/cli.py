@@ -64,8 +64,8 @@ def main():
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True, metavar="INPUTS...")
 @methods_options()
-@click.option("--target", type=Target(), default="top1", show_default=True, metavar="N|top1",
-              help="Class to explain: an index, or top1 for each input's predicted class.")
+@click.option("--target", type=Target(several=True), default="top1", show_default=True, metavar="N[,N...]|top1",
+              help="Class(es) to explain: an index, a comma-separated list, or top1 for each input's predicted class.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default=DEFAULT_OUTDIR, show_default=True,
               metavar="DIR", help="Folder for the figures, relevance, results.jsonl/.csv and index.html.")
 @dataset_options

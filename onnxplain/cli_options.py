@@ -36,22 +36,28 @@ class Number(click.ParamType):
 
 
 class Target(click.ParamType):
-    """A class index ≥ 0, or ``top1`` (→ None: explain the predicted class)."""
+    """A class index ≥ 0, ``top1`` (→ None: explain the predicted class), or with ``several=True`` a
+    comma-separated list of class indices (→ a tuple: these classes for every input)."""
 
     name = "N|top1"
 
+    def __init__(self, several: bool = False):
+        self.several = several
+
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int):
+        if value is None or isinstance(value, (int, tuple)):
             return value
         if str(value).lower() == "top1":
             return None
+        parts = str(value).split(",") if self.several else [str(value)]
         try:
-            t = int(value)
+            ts = [int(p) for p in parts]
         except ValueError:
-            t = -1
-        if t < 0:
-            self.fail(f"{value!r} is not a class index ≥ 0 or 'top1'", param, ctx)
-        return t
+            ts = [-1]
+        if min(ts) < 0:
+            self.fail(f"{value!r} is not a class index ≥ 0{', a list of them' if self.several else ''} or 'top1'",
+                      param, ctx)
+        return ts[0] if len(ts) == 1 else tuple(ts)
 
 
 def parse_options(ctx, param, values) -> dict:

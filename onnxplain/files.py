@@ -72,6 +72,7 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
     files = inputs.expand(items)
     entries = inputs.entries(files, spec)[:limit]
     methods = [ex.method.name for ex in explainers]
+    target = [int(t) for t in np.ravel(target)] if isinstance(target, (tuple, list, np.ndarray)) else target
     request = json.dumps({"target": target, "top_k": top_k, "methods": methods})
     guard = InputGuard([*source_files(canonical.source), *protected, *files], hint="choose another --outdir")
     _refuse_stem_inputs(guard, outdir, {e.stem for e in entries})
@@ -86,7 +87,7 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
     if pre is None:
         from .images import Preprocessing
         pre = Preprocessing()
-    several = (top_k or 1) > 1 or np.ndim(target) == 2
+    several = (top_k or 1) > 1 or np.ndim(target) >= 1
     stream = explain_stream(explainers, todo, spec, pre, target=target, top_k=top_k, batch_size=first.runner.batch_cap())
     pending = []  # failures before the first success: a run where nothing works is one error, nothing written
     jsonl = None

@@ -54,8 +54,11 @@ class Result:
 
 
 def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top_k=None, batch_size=32):
-    """Yield a :class:`Result` per entry, in order (see the module docstring)."""
+    """Yield a :class:`Result` per entry, in order (see the module docstring). ``target``: None (each
+    input's top class, or its ``top_k`` classes), a class index, or a list of classes for every input."""
     explainers = list(explainers)
+    if isinstance(target, (list, tuple)) or np.ndim(target) == 1:  # the same classes for every input
+        target = np.asarray(target, np.int64).reshape(1, -1)
     succeeded = False
     for start in range(0, len(entries), batch_size):
         loaded = inputs.load(entries[start:start + batch_size], spec, preprocessing)

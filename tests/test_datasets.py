@@ -332,3 +332,18 @@ def test_images_of_another_size_fail_alone_when_the_model_leaves_the_size_open(t
     assert [json.loads(line)["input"] for line in open(tmp_path / "out" / "results.jsonl")] == [a, c]
     res = run("explain", tmp_path / "gap.onnx", tmp_path / "in", "--size", 4, 4, "-o", tmp_path / "out4")
     assert res.exit_code == 0 and np.load(tmp_path / "out4" / "b.gradient.npy").shape == (3, 4, 4)
+
+
+def test_a_list_of_target_classes_for_every_input(linear, tmp_path):
+    model, w = linear
+    imgs = [png(tmp_path / "in" / f"t{i}.png", i) for i in range(2)]
+    res = run("explain", model, tmp_path / "in", "--target", "3,1", "-m", "input_t_gradient", "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "results.jsonl")]
+    assert [(r["input"], r["class"]) for r in rows] == [(i, k) for i in imgs for k in (3, 1)]
+    x = load_images(imgs)[0]
+    for r in rows:
+        assert r["relevance_file"] == f"{r['sample']}.class{r['class']}.input_t_gradient.npy"
+        np.testing.assert_allclose(np.load(tmp_path / "out" / r["relevance_file"]),
+                                   closed_form(w, x[imgs.index(r["input"])], r["class"], "x"), rtol=1e-5, atol=1e-6)
+    assert run("explain", model, imgs[0], "--target", "1,x").exit_code == 2
