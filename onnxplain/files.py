@@ -173,7 +173,8 @@ def _write_outputs(res, outdir, guard, labels, several, request, **style) -> lis
             if png:
                 heatmap.save_heatmap(png, rel, layout=_layout(rel, s.picture), cmap=style["cmap"])
         img = plot(res, class_index=j, labels=labels, **style)
-        atomic_write(figure, lambda f, img=img: img.save(f, format="PNG"), what="figure")
+        atomic_write(figure, lambda f, img=img: img.save(f, format="PNG", compress_level=heatmap.PNG_LEVEL),
+                     what="figure")
         for m, (npy, png) in out.items():
             rows.append(_row(res, m, j, k, top, p, labels, figure, npy, png, outdir, request))
     return rows

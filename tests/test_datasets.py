@@ -347,3 +347,26 @@ def test_a_list_of_target_classes_for_every_input(linear, tmp_path):
         np.testing.assert_allclose(np.load(tmp_path / "out" / r["relevance_file"]),
                                    closed_form(w, x[imgs.index(r["input"])], r["class"], "x"), rtol=1e-5, atol=1e-6)
     assert run("explain", model, imgs[0], "--target", "1,x").exit_code == 2
+
+
+def test_an_interrupted_run_keeps_its_index_and_resumes(linear, tmp_path):
+    from onnxplain.explainer import explainers_for
+    from onnxplain.files import explain_dataset
+
+    model, _ = linear
+    for i in range(4):
+        png(tmp_path / "in" / f"s{i}.png", i)
+    exs = explainers_for(model, ["gradient", "input_t_gradient"], batch_size=1)
+    seen = []
+
+    def stop_after_two(res):
+        seen.append(res.source)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        explain_dataset(exs, [tmp_path / "in"], tmp_path / "out", on_result=stop_after_two)
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "results.csv")))) == 2 * 2
+    report = explain_dataset(exs, [tmp_path / "in"], tmp_path / "out", resume=True)
+    assert report.skipped == 2 and len(report.results) == 2 and len(report.rows) == 4 * 2
+    assert [r["input"] for r in report.rows[::2]] == [str(tmp_path / "in" / f"s{i}.png") for i in range(4)]
