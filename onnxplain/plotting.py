@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import OnnxplainError
-from .figures import feature_figure, image_figure, ranges
+from .figures import feature_figure, image_figure, ranges, ranking
 from .heatmap import relevance_to_2d
 from .labels import label_of
 
@@ -97,7 +97,7 @@ def _matplotlib(picture, head, maps, image_like, names, cmap, scaling):
         raise OnnxplainError("backend='matplotlib' needs matplotlib: pip install matplotlib") from None
     mpl_cmap = {"bwr": "bwr", "coolwarm": "coolwarm", "gray": "gray", "hot": "hot"}[cmap]
     cols = len(maps) + (1 if image_like and picture is not None else 0)
-    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.8), squeeze=False, layout="constrained")
     axes = list(axes[0])
     if image_like and picture is not None:
         axes[0].imshow(picture)
@@ -111,13 +111,14 @@ def _matplotlib(picture, head, maps, image_like, names, cmap, scaling):
             ax.set_title("\n".join(title), fontsize=9)
             ax.axis("off")
             fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
-    else:
+    else:  # features ranked by |relevance| of the first method, the same order in every panel
+        order = ranking(maps[0][1])[:20]
         for ax, (title, r) in zip(axes, maps):
-            r = np.asarray(r, np.float64).reshape(-1)
-            labels = names or [f"f{i}" for i in range(r.size)]
+            r = np.asarray(r, np.float64).reshape(-1)[order]
+            labels = [(names or [f"f{i}" for i in range(np.size(maps[0][1]))])[i] for i in order]
             ax.barh(range(r.size), r, color=["tab:red" if v >= 0 else "tab:blue" for v in r])
             ax.set_yticks(range(r.size), labels)
             ax.invert_yaxis()
+            ax.axvline(0, color="grey", lw=0.8)
             ax.set_title("\n".join(title), fontsize=9)
-    fig.tight_layout()
     return fig

@@ -370,3 +370,14 @@ def test_an_interrupted_run_keeps_its_index_and_resumes(linear, tmp_path):
     report = explain_dataset(exs, [tmp_path / "in"], tmp_path / "out", resume=True)
     assert report.skipped == 2 and len(report.results) == 2 and len(report.rows) == 4 * 2
     assert [r["input"] for r in report.rows[::2]] == [str(tmp_path / "in" / f"s{i}.png") for i in range(4)]
+
+
+def test_matplotlib_bar_charts_rank_the_features(tmp_path):
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    w = np.array([[0.1, 0.0], [-3.0, 0.0], [1.0, 0.0]], np.float32)  # class 0 wins for x = 1: logits 0.1-3+1+5 > 0
+    onnx.save(linear_model(w, np.array([5.0, 0.0], np.float32)), tmp_path / "lin.onnx")
+    (tmp_path / "x.csv").write_text("a,b,c\n1,1,1\n")
+    r = next(onnxplain.Explainer(str(tmp_path / "lin.onnx")).explain_files(tmp_path / "x.csv"))
+    fig = onnxplain.plot(r, backend="matplotlib")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["b", "c", "a"]  # |−3| > |1| > |0.1|
