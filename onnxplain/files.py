@@ -110,9 +110,9 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
                     report.provider = report.provider or res.provider
                 else:
                     report.failures.append((res.source, res.error))
-                (pending if jsonl is None else []).append(res)
-                if jsonl is not None and on_result is not None:
-                    for r in pending + [res]:
+                pending.append(res)
+                if jsonl is not None:  # something worked: report what waited, and from now on at once
+                    for r in pending if on_result is not None else ():
                         on_result(r)
                     pending = []
                 bar.update(1)
@@ -124,7 +124,9 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
     if jsonl is None and not report.rows and report.failures:
         raise OnnxplainError(f"{report.failures[0][0]}: {report.failures[0][1]}" if len(report.failures) > 1 or
                              report.failures[0][0] not in report.failures[0][1] else report.failures[0][1])
-    if jsonl is None:  # everything was resumed (or there was nothing to do)
+    if jsonl is None:  # everything was resumed (or there was nothing to do), or only failed
+        for r in pending if on_result is not None else ():
+            on_result(r)
         _start_index(index[0], report.rows).close()
         gallery.write_csv(index[1], report.rows)
         gallery.write_html(index[2], report.rows, labels=labels)

@@ -188,6 +188,9 @@ def test_limit_resume_and_a_failing_input(linear, tmp_path):
     assert sorted(r["input"] for r in rows) == [str(folder / f"im{i}.png") for i in (0, 1, 3, 4)]
     assert os.stat(out / "im0.gradient.npy").st_mtime_ns == stamp
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 4
+    res = run("explain", model, folder, "--resume", "-o", out)  # only the broken one is left: reported, kept rows stay
+    assert res.exit_code == 3 and "im2.png: failed:" in res.stderr and "4 already done" in res.stderr
+    assert len(list(csv.DictReader(open(out / "results.csv")))) == 4
 
 
 def test_progress_shows_rate_and_time_left():
