@@ -120,7 +120,7 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
         if jsonl is not None:  # also when interrupted: the index covers what was done
             jsonl.close()
             gallery.write_csv(index[1], report.rows)
-            gallery.write_html(index[2], report.rows, labels=labels)
+            gallery.write_html(index[2], report.rows)
     if jsonl is None and not report.rows and report.failures:
         raise OnnxplainError(f"{report.failures[0][0]}: {report.failures[0][1]}" if len(report.failures) > 1 or
                              report.failures[0][0] not in report.failures[0][1] else report.failures[0][1])
@@ -129,7 +129,7 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
             on_result(r)
         _start_index(index[0], report.rows).close()
         gallery.write_csv(index[1], report.rows)
-        gallery.write_html(index[2], report.rows, labels=labels)
+        gallery.write_html(index[2], report.rows)
     return report
 
 

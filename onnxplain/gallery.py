@@ -45,7 +45,7 @@ _KEEP = ("input", "sample", "method", "predicted", "predicted_label", "predicted
          "figure", "heatmap", "relevance_sum")
 
 
-def write_html(path, rows, *, labels=None, title="onnxplain results") -> str:
+def write_html(path, rows, *, title="onnxplain results") -> str:
     data = json.dumps([{k: r.get(k) for k in _KEEP} for r in rows]).replace("</", "<\\/")
     page = _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
     return atomic_write(path, lambda f: f.write(page.encode("utf-8")), what="gallery")

@@ -14,6 +14,7 @@ from .labels import label_of
 
 
 def probabilities(logits) -> np.ndarray:
+    """The scores shown with a class: softmax of the logits (float64), the sigmoid of a single output."""
     z = np.asarray(logits, np.float64).reshape(-1)
     if z.size == 1:
         return 1.0 / (1.0 + np.exp(-z))

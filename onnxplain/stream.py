@@ -14,6 +14,7 @@ import numpy as np
 
 from . import inputs
 from .errors import OnnxplainError
+from .plotting import probabilities
 
 
 @dataclass
@@ -46,11 +47,7 @@ class Result:
     @property
     def probabilities(self) -> np.ndarray:
         """Softmax of the logits (float64); a single output unit gets its sigmoid."""
-        z = np.asarray(self.logits, np.float64)
-        if z.size == 1:
-            return 1.0 / (1.0 + np.exp(-z))
-        e = np.exp(z - z.max())
-        return e / e.sum()
+        return probabilities(self.logits)
 
 
 def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top_k=None, batch_size=32):
