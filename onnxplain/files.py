@@ -73,7 +73,7 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
     entries = inputs.entries(files, spec)[:limit]
     methods = [ex.method.name for ex in explainers]
     target = [int(t) for t in np.ravel(target)] if isinstance(target, (tuple, list, np.ndarray)) else target
-    request = json.dumps({"target": target, "top_k": top_k, "methods": methods})
+    request = {"target": target, "top_k": top_k, "methods": methods}  # what was asked: --resume compares it
     guard = InputGuard([*source_files(canonical.source), *protected, *files], hint="choose another --outdir")
     _refuse_stem_inputs(guard, outdir, {e.stem for e in entries})
     index = [os.path.join(outdir, n) for n in (RESULTS, gallery.CSV, gallery.HTML)]
@@ -227,7 +227,7 @@ def _complete_rows(outdir, request) -> dict:
     by_input: dict = {}
     for row in read_rows(outdir):
         by_input.setdefault(row.get("input"), []).append(row)
-    methods = set(json.loads(request)["methods"])
+    methods = set(request["methods"])
     kept = {}
     for source, rows in by_input.items():
         files = {os.path.join(outdir, r[key]) for r in rows for key in ("figure", "heatmap", "relevance_file")

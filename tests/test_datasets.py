@@ -384,3 +384,13 @@ def test_matplotlib_bar_charts_rank_the_features(tmp_path):
     r = next(onnxplain.Explainer(str(tmp_path / "lin.onnx")).explain_files(tmp_path / "x.csv"))
     fig = onnxplain.plot(r, backend="matplotlib")
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["b", "c", "a"]  # |−3| > |1| > |0.1|
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_pictures_of_npy_images_undo_the_preprocessing(tmp_path, layout):
+    imgs = [png(tmp_path / f"p{i}.png", i) for i in range(2)]
+    pre = onnxplain.Preprocessing(scale=1 / 255, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.25])
+    x, originals = load_images(imgs, layout=layout, scale=pre.scale, mean=pre.mean, std=pre.std)
+    spec = inputs.Spec("image", layout=layout, channels=3, size=(6, 6))
+    for xi, want in zip(x, originals):
+        np.testing.assert_array_equal(inputs.picture(xi, spec, pre), want)
