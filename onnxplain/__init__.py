@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # what __getattr__ loads on first use
     from .canonical import CanonicalModel, canonicalize, load_model
     from .explainer import Explainer, Explanation
     from .images import Preprocessing
+    from .plotting import plot
     from .patterns import Patterns, Statistics, fit_patterns, fit_statistics, signal_quality
 
 _LAZY = {
     "CanonicalModel": ".canonical", "canonicalize": ".canonical", "load_model": ".canonical",
-    "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images",
+    "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images", "plot": ".plotting",
     "Patterns": ".patterns", "Statistics": ".patterns", "fit_patterns": ".patterns",
     "fit_statistics": ".patterns", "signal_quality": ".patterns",
 }
@@ -45,5 +46,5 @@ def __dir__():
 
 
 __all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation",
-           "Preprocessing", "methods", "canonicalize", "load_model", "CanonicalModel",
+           "Preprocessing", "plot", "methods", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

@@ -8,6 +8,7 @@ model-level methods get the runner (the :class:`~onnxplain.methods.base.Runner` 
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -19,7 +20,8 @@ from .canonical.loading import source_files
 from .errors import OnnxplainError, UnsupportedOpError
 from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
 from .fileio import atomic_write, refuse_inputs
-from .methods import Explanation, GraphMethod, get_method
+from .methods import Explanation, GraphMethod, accepted_options, get_method
+from .stream import explain_stream
 
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
@@ -124,12 +126,13 @@ class Explainer:
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 fallback: bool = False, preprocessing=None, dtype: str | None = None, **options):
+                 fallback: bool = False, preprocessing=None, dtype: str | None = None, _runner=None, **options):
         runtime.providers_for(device)  # validates the device early
         if int(batch_size) < 1:
             raise OnnxplainError("batch_size must be ≥ 1")
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output, dtype=dtype)
+        self.preprocessing = preprocessing
         self.method = get_method(method, preprocessing=preprocessing, **options)
         self.method.bind(self.canonical)
         self._model: onnx.ModelProto | None = None  # the exported graph of a model-level method
@@ -143,7 +146,13 @@ class Explainer:
             image = len(self.canonical.input_shape) == 4
             self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
             self.method.bind(self.canonical)
-        self.runner = ModelRunner(self.canonical, device, batch_size)
+        self.runner = _runner or ModelRunner(self.canonical, device, batch_size)
+
+    def with_method(self, method: str, *, fallback: bool = False, **options) -> "Explainer":
+        """An Explainer of another method on the same canonical model, sharing this one's runner (its
+        forward session): nothing is loaded or canonicalised again."""
+        return Explainer(self.canonical, method, device=self.device, batch_size=self.batch_size,
+                         fallback=fallback, preprocessing=self.preprocessing, _runner=self.runner, **options)
 
     # ---- properties ---------------------------------------------------------------------------
     @property
@@ -314,8 +323,50 @@ class Explainer:
         return Explanation(relevance=rel, logits=logits, target=tgt if tgt is not None else t, method=self.method.name,
                            extras={"provider": sess.provider, "classes_per_run": kc})
 
+    # ---- many inputs ----------------------------------------------------------------------------
+    def explain_files(self, paths, *, also=(), target=None, top_k: int | None = None, preprocessing=None,
+                      size=None, layout: str = "auto", limit: int | None = None):
+        """Explain image, ``.npy`` and ``.csv`` files, folders, glob patterns and ``@list.txt`` files
+        (:func:`onnxplain.inputs.expand`); an iterator that yields one :class:`onnxplain.stream.Result`
+        per sample as soon as its batch is computed (the relevance of this method and of the Explainers in
+        ``also``, e.g. ``ex.with_method("lrp.epsilon")``, for the same classes). ``target``/``top_k`` as
+        in :meth:`explain`; ``preprocessing`` defaults to the Explainer's; ``limit``: the first N samples.
+        A sample that cannot be read or explained is a result with ``error`` set, never an exception."""
+        from . import inputs
+        from .images import Preprocessing
+
+        pre = preprocessing or self.preprocessing or Preprocessing()
+        spec = inputs.Spec.of(self.canonical.input_shape, self.canonical.layout, layout, size)
+        entries = inputs.entries(inputs.expand(paths), spec)[:limit]
+        return explain_stream([self, *also], entries, spec, pre, target=target, top_k=top_k,
+                              batch_size=self.runner.batch_cap())
+
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"
+
+
+def explainers_for(model, methods, *, fallback: bool = False, **kwargs) -> list:
+    """One :class:`Explainer` per method name of ``methods``, sharing one canonical model and runner (the
+    model is loaded and canonicalised once). With several methods, each gets the method options it takes
+    (an option no method takes is an error); a method repeated, or two falling back to occlusion, is
+    explained once. ``kwargs``: the Explainer's keywords and the method options."""
+    names = list(dict.fromkeys(methods))
+    keys = set(inspect.signature(Explainer).parameters) - {"options"}
+    common = {k: v for k, v in kwargs.items() if k in keys}
+    options = {k: v for k, v in kwargs.items() if k not in keys}
+    if len(names) > 1:
+        taken = {n: accepted_options(n) for n in names}
+        unused = sorted(k for k in options if all(a is not None and k not in a for a in taken.values()))
+        if unused:
+            raise OnnxplainError(f"no method of {', '.join(names)} takes the option(s) {', '.join(unused)}")
+    out: dict = {}
+    for name in names:
+        opts = options if len(names) == 1 else {k: v for k, v in options.items()
+                                                if taken[name] is None or k in taken[name]}
+        ex = Explainer(model, name, fallback=fallback, **common, **opts) if not out else \
+            next(iter(out.values())).with_method(name, fallback=fallback, **opts)
+        out.setdefault(ex.method.name, ex)
+    return list(out.values())
 
 
 def missing_for(canonical: CanonicalModel, method, **options) -> list:
@@ -334,4 +385,4 @@ def write_model(model: onnx.ModelProto, path: str):
     atomic_write(path, lambda f: f.write(model.SerializeToString()), what="explainer model")
 
 
-__all__ = ["Explainer", "Explanation", "ModelRunner", "UnsupportedOpError", "missing_for", "write_model"]
+__all__ = ["Explainer", "Explanation", "ModelRunner", "explainers_for", "UnsupportedOpError", "missing_for", "write_model"]

@@ -22,24 +22,34 @@ def _identity(path):
     return st.st_dev, st.st_ino
 
 
-def refuse_inputs(outputs, inputs, hint: str = "choose another output path") -> None:
-    """Raise :class:`OnnxplainError` when any of ``outputs`` is a file of ``inputs``: the same path, a
-    symlink to it or from it, a hard link of it, or the same file through a symlinked folder.
+class InputGuard:
+    """The files of ``inputs``, identified once, so that many outputs are checked cheaply (one ``stat``
+    each): :meth:`check` raises :class:`OnnxplainError` when an output is one of them — the same path, a
+    symlink to it or from it, a hard link of it, or the same file through a symlinked folder. An output
+    that does not exist yet (or a dangling symlink, which the atomic rename replaces without touching its
+    target) is never an input."""
 
-    An output that does not exist yet (or a dangling symlink, which the atomic rename replaces without
-    touching its target) is never an input.
-    """
-    ids = {}
-    for src in inputs:
-        ident = _identity(os.fspath(src)) if src is not None else None
-        if ident is not None:
-            ids.setdefault(ident, os.fspath(src))
-    for out in outputs:
-        out = os.fspath(out)
-        hit = ids.get(_identity(out))
-        if hit is not None:
-            how = "" if os.path.abspath(hit) == os.path.abspath(out) else " (the same file, through a link)"
-            raise OnnxplainError(f"output {out} would overwrite the input file {hit}{how}; {hint}")
+    def __init__(self, inputs, hint: str = "choose another output path"):
+        self.hint = hint
+        self.ids: dict = {}
+        for src in inputs:
+            ident = _identity(os.fspath(src)) if src is not None else None
+            if ident is not None:
+                self.ids.setdefault(ident, os.fspath(src))
+
+    def check(self, outputs) -> None:
+        for out in outputs:
+            out = os.fspath(out)
+            hit = self.ids.get(_identity(out))
+            if hit is not None:
+                how = "" if os.path.abspath(hit) == os.path.abspath(out) else " (the same file, through a link)"
+                raise OnnxplainError(f"output {out} would overwrite the input file {hit}{how}; {self.hint}")
+
+
+def refuse_inputs(outputs, inputs, hint: str = "choose another output path") -> None:
+    """Raise :class:`OnnxplainError` when any of ``outputs`` is a file of ``inputs`` (see
+    :class:`InputGuard`)."""
+    InputGuard(inputs, hint).check(outputs)
 
 
 def atomic_write(path, write, *, what: str = "file") -> str:

@@ -136,6 +136,15 @@ def get_method(name: str, preprocessing=None, **options):
         raise OnnxplainError(f"method '{name}': {exc}") from None
 
 
+def accepted_options(name: str) -> set | None:
+    """The option names method ``name`` takes (None: any; an unknown method: the empty set)."""
+    factory = _factory(name)
+    if factory is None:
+        return set()
+    accepted = _parameters(factory)
+    return None if accepted is None else accepted - {"preprocessing"}
+
+
 def _parameters(factory):
     """Names of keyword options of a factory, or None when it takes **kwargs."""
     import inspect

@@ -7,27 +7,14 @@ import numpy as np
 
 from ..canonical import CanonicalModel
 from ..errors import OnnxplainError
+from ..inputs import expand, image_extensions
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_EXTENSIONS = image_extensions()
 
 
 def _expand_files(items) -> list:
-    files = []
-    for item in items:
-        p = os.fspath(item)
-        if os.path.isdir(p):
-            for root, dirs, names in os.walk(p):
-                dirs.sort()
-                for n in sorted(names):
-                    if n.lower().endswith(IMAGE_EXTENSIONS + (".npy",)) and not n.startswith("."):
-                        files.append(os.path.join(root, n))
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            raise OnnxplainError(f"data file or folder not found: {p}")
-    if not files:
-        raise OnnxplainError("no image or .npy files found in the data given")
-    return files
+    """Image and .npy files of ``items`` (files, folders, globs, ``@list.txt``: :func:`onnxplain.inputs.expand`)."""
+    return expand(items, extensions=IMAGE_EXTENSIONS + (".npy",))
 
 
 def _image_spec(canonical: CanonicalModel, layout="auto", size=None, channels=None) -> dict:
