@@ -103,7 +103,7 @@ LAYERS = [
     ["explainer"],
     ["explainer_graph"],
     ["sampling"],
-    ["lrp", "patterns", "perturbation"],
+    ["lrp", "patterns", "perturbation", "cam"],
     ["methods"],
     ["canonical"],
     ["rules"],

@@ -180,7 +180,10 @@ class GraphMethod(Method):
             return self.finish(b, result, x), {}
         rel = self.finish(b, result, wrt)
         axes = [i for i in range(1, len(self.stop.shape)) if i != self.stop.channel_axis]
-        return rel, {"channel_relevance": b.reduce_sum(rel, axes, keepdims=False) if axes else rel}
+        totals = b.reduce_sum(rel, axes, keepdims=False) if axes else b.op("Identity", rel)
+        rel.shape = [d if (isinstance(d, int) and d > 0) or isinstance(d, str) else f"layer_{i}" for i, d in enumerate(self.stop.shape)]
+        totals.shape = [rel.shape[0], rel.shape[self.stop.channel_axis]]
+        return rel, {"channel_relevance": totals}
 
     def _prepare(self, canonical, path: list) -> None:
         """Subclass hook: look at the input→logits path once (first layer, bottlenecks, patterns)."""
