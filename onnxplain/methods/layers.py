@@ -141,7 +141,7 @@ def default_cam_layer(canonical) -> Layer:
     residual = [lay for lay in layers[last_image + 1:] if lay.layout == "tokens" and lay.op == "Add"
                 and all(isinstance(t, gs.Variable) for t in producers[lay.name].inputs)]
     if residual:
-        return residual[-1]
+        return _vit_layer(canonical, residual)
     if images:
         lay = layers[last_image]
         if lay.op == "Transpose" and lay.layout == "nhwc":  # a layout change only: the tensor it reads
@@ -152,6 +152,37 @@ def default_cam_layer(canonical) -> Layer:
     raise OnnxplainError("no layer for a CAM: the path from the input to the logits has no rank-4 tensor with more "
                          "than one spatial position and no token sequence; pass layer=NAME "
                          "(`onnxplain inspect` lists the layers)")
+
+
+def _selects_token(node, t: int) -> bool:
+    """A Gather / Slice that keeps fewer than ``t`` tokens of a rank-3 ``[N, T, D]`` tensor (class-token pooling)."""
+    if node.op not in ("Gather", "Slice") or not node.inputs[0].shape or len(node.inputs[0].shape) != 3:
+        return False
+    out = node.outputs[0].shape
+    return out is None or len(out) < 3 or out[1] != t
+
+
+def _mixes_tokens(node) -> bool:
+    """A MatMul of two computed tensors (attention's Q·Kᵀ or weights·V)."""
+    return node.op == "MatMul" and all(isinstance(t, gs.Variable) and not isinstance(t, gs.Constant)
+                                       for t in node.inputs[:2])
+
+
+def _vit_layer(canonical, residual: list) -> Layer:
+    """The last residual Add whose gradient reaches the patch tokens: the very last one unless a class token
+    is selected after it (then its patches get no gradient), else the last one with attention after it (the
+    last block's input; pytorch-grad-cam's ViT example uses that block's ``norm1``)."""
+    g = canonical.graph
+    nodes, _ = path_nodes(g, g.inputs[0], g.outputs[0])
+    order = {o.name: i for i, n in enumerate(nodes) for o in n.outputs}
+    last = residual[-1]
+    after = [n for n in nodes if order[n.outputs[0].name] > order[last.name]]
+    if not any(_selects_token(n, last.shape[1]) for n in after):
+        return last
+    for lay in reversed(residual):
+        if any(_mixes_tokens(n) for n in nodes if order[n.outputs[0].name] > order[lay.name]):
+            return lay
+    return last
 
 
 def find_layer(canonical, name: str) -> Layer:
