@@ -99,7 +99,7 @@ LAYERS = [
     ["__main__"],
     ["cli", "cli_options", "cli_patterns"],
     ["onnxplain"],
-    ["files", "inspection"],
+    ["files", "inspection", "concepts"],
     ["explainer"],
     ["explainer_graph"],
     ["sampling"],
