@@ -19,6 +19,7 @@ from .cli_options import (
     dtype_option,
     graph_options,
     image_options,
+    layer_option,
     method_option_values,
     method_options,
     rule_options,
@@ -67,6 +68,7 @@ def main():
               metavar="DIR",
               help="Folder for <stem>.<method>.png, .heatmap.png and .npy (created if missing).")
 @rule_options
+@layer_option
 @image_options
 @graph_options
 @dtype_option
@@ -75,7 +77,7 @@ def main():
               help="When the method has no rule for some ops, explain with occlusion instead of failing.")
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
-def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
+def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, layer, size, mean, std,
             scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap):
     """Explain MODEL's decision on IMAGE files.
 
@@ -88,7 +90,7 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
 
     pre = Preprocessing(scale, mean, std)
     ex = Explainer(model, method, input=input_name, output=output_name, device=device, batch_size=batch_size,
-                   fallback=fallback, preprocessing=pre, dtype=dtype,
+                   fallback=fallback, preprocessing=pre, dtype=dtype, layer=layer,
                    **method_option_values(options, rules, first_layer, patterns))
     if ex.fallback_from:
         ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))
@@ -118,9 +120,10 @@ def _result_line(r) -> str:
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="EXPLAINER.onnx",
               help="Where to write the explainer model (never the input model).")
 @rule_options
+@layer_option
 @graph_options
 @dtype_option
-def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name, dtype):
+def export(model, method, options, out, rules, first_layer, patterns, layer, input_name, output_name, dtype):
     """Write a standalone explainer .onnx.
 
     Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
@@ -129,7 +132,7 @@ def export(model, method, options, out, rules, first_layer, patterns, input_name
     from .explainer import Explainer
     from .inspection import explainer_io_lines
 
-    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype,
+    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype, layer=layer,
                    **method_option_values(options, rules, first_layer, patterns))
     path = ex.export(out, inputs=[patterns])
     click.echo(f"wrote {path} (method {ex.method.name})")

@@ -134,7 +134,10 @@ class Explainer:
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output, dtype=dtype)
         self.method = get_method(method, preprocessing=preprocessing, **options)
-        if layer is not None or conditions:
+        if layer is not None and not conditions and hasattr(self.method, "layer") \
+                and not isinstance(self.method, GraphMethod):  # Score-CAM, Ablation-CAM
+            self.method.layer = layer
+        elif layer is not None or conditions:
             if not isinstance(self.method, GraphMethod):
                 raise OnnxplainError(f"method '{self.method.name}' runs from Python: layer= and conditions= "
                                      "need a graph method (gradient, LRP, CAMs, ...)")

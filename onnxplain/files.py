@@ -77,11 +77,22 @@ def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | N
             for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
                 png, heat, npy = outputs[i]
                 atomic_write(npy, lambda f, rel=rel: np.save(f, rel), what="relevance")
-                heatmap.save_overlay(png, rel, originals[i], layout=spec["layout"], cmap=cmap)
+                heatmap.save_overlay(png, _fit(rel, originals[i], spec["layout"]), originals[i], layout=spec["layout"],
+                                     cmap=cmap)
                 heatmap.save_heatmap(heat, rel, layout=spec["layout"], cmap=cmap)
                 results.append(FileResult(images[i], logits, int(t), outputs[i]))
             bar.update(len(res.logits))
     return FilesReport(results, res.extras.get("provider"))
+
+
+def _fit(rel, image, layout):
+    """The relevance as drawn over ``image``: a map of another size (relevance at a layer) as its 2-D channel
+    sum stretched to the image (nearest)."""
+    r2d = heatmap.relevance_to_2d(rel, layout)
+    h, w = image.shape[:2]
+    if r2d.shape == (h, w):
+        return rel
+    return r2d[np.arange(h) * r2d.shape[0] // h][:, np.arange(w) * r2d.shape[1] // w]
 
 
 def _explain(explainer, x, target, hint):

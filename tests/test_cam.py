@@ -253,3 +253,34 @@ def test_grad_cam_export_passes_the_full_checker(tmp_path):
                    ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})))
     np.testing.assert_allclose(out["relevance"], ex.explain(x).relevance, rtol=1e-5, atol=1e-6)
     assert out["cam_lowres"].shape == (2, 3, 3)
+
+
+def test_cli_explain_export_and_inspect_on_the_digits_cnn(tmp_path):
+    """The acceptance commands: explain -m grad_cam, export -m grad_cam (full checker, fresh session),
+    explain at a named --layer, inspect's layer list."""
+    from click.testing import CliRunner
+
+    from onnxplain.cli import main
+
+    model, image = "models/digits_cnn.onnx", "models/images/digit_4_2.png"
+    run = CliRunner().invoke(main, ["explain", model, image, "-m", "grad_cam", "-o", str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    assert "class 4" in run.output
+    cam = np.load(tmp_path / "out" / "digit_4_2.grad_cam.npy")
+    assert cam.shape == (32, 32) and cam.min() >= 0 and abs(cam.max() - 1) < 1e-5
+    out = tmp_path / "gc.onnx"
+    run = CliRunner().invoke(main, ["export", model, "-m", "grad_cam", "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.load(tmp_path / "out" / "digit_4_2.grad_cam.npy")  # any [1, 1, 32, 32] input runs
+    rel = sess.run(["relevance"], {sess.get_inputs()[0].name: x[None, None].astype(np.float32)})[0]
+    assert rel.shape == (1, 32, 32)
+    layer = "/net/features/features.6/Relu_output_0"
+    run = CliRunner().invoke(main, ["explain", model, image, "-m", "gradient", "--layer", layer,
+                                    "-o", str(tmp_path / "lay")])
+    assert run.exit_code == 0, run.output
+    assert np.load(tmp_path / "lay" / "digit_4_2.gradient.npy").shape == (16, 16, 16)
+    run = CliRunner().invoke(main, ["inspect", model])
+    assert "/net/features/features.7/MaxPool_output_0  [?, 16, 8, 8]  nchw (MaxPool)  <- default CAM layer" \
+        in run.output
