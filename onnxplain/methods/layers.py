@@ -138,7 +138,7 @@ def default_cam_layer(canonical) -> Layer:
     producers = {o.name: n for n in canonical.graph.nodes for o in n.outputs}
     images = [i for i, lay in enumerate(layers) if lay.layout in ("nchw", "nhwc") and lay.op != "input"]
     last_image = images[-1] if images else -1
-    residual = [lay for lay in layers[last_image + 1:] if lay.layout == "tokens" and lay.op == "Add"
+    residual = [lay for lay in layers if lay.layout == "tokens" and lay.op == "Add"
                 and all(isinstance(t, gs.Variable) for t in producers[lay.name].inputs)]
     if residual:
         return _vit_layer(canonical, residual)
