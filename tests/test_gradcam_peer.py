@@ -272,8 +272,9 @@ def test_agrees_with_pytorch_grad_cam(models, arch, name):
     with torch.no_grad():
         np.testing.assert_array_equal(ours.target, model(torch.from_numpy(x)).numpy().argmax(1))
     assert ours.relevance.shape == theirs.shape == (BATCH, SIZE, SIZE)
-    assert sum(m.std() > 1e-3 for m in theirs) >= BATCH // 2, "most maps are not constant"
+    varied = sum(m.std() > 1e-3 for m in theirs)
+    assert varied >= 3, "at least 3 maps are not constant (ReLU of a negative map is 0 everywhere)"
     r = [_pearson(a, b) for a, b in zip(ours.relevance, theirs)]
     AGREEMENT[(arch, name)] = (float(np.median(r)), float(np.min(r)))
-    print(f"{arch} {name}: median r = {np.median(r):.6f}, min r = {np.min(r):.6f}")
+    print(f"{arch} {name}: median r = {np.median(r):.6f}, min r = {np.min(r):.6f} ({varied} non-constant maps)")
     assert np.median(r) >= 0.99, r
