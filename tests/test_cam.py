@@ -284,3 +284,33 @@ def test_cli_explain_export_and_inspect_on_the_digits_cnn(tmp_path):
     run = CliRunner().invoke(main, ["inspect", model])
     assert "/net/features/features.7/MaxPool_output_0  [?, 16, 8, 8]  nchw (MaxPool)  <- default CAM layer" \
         in run.output
+
+
+def test_nhwc_model_gives_the_same_cam_as_its_nchw_twin():
+    """A tf2onnx-style graph (NHWC input, Transpose in, Transpose back before Flatten): the default layer looks
+    through the layout Transpose to the Relu, and the maps equal those of the NCHW model with the same weights
+    (the Flatten order differs, so the dense weights are permuted to match)."""
+    rng = np.random.default_rng(11)
+    w1, b1 = rng.standard_normal((4, 3, 3, 3)) * 0.5, rng.standard_normal(4) * 0.1
+    w2 = rng.standard_normal((3, 4 * 5 * 5)) * 0.3  # over NCHW flatten order (c, h, w)
+    w2_nhwc = w2.reshape(3, 4, 5, 5).transpose(0, 2, 3, 1).reshape(3, -1)  # over (h, w, c)
+    n = helper.make_node
+    body = [n("Conv", ["xc", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"])]
+    nchw = make([n("Identity", ["x"], ["xc"]), *body, n("Flatten", ["r1"], ["f"]),
+                 n("Gemm", ["f", "W2", "B2"], ["logits"], transB=1)],
+                {"W1": w1, "B1": b1, "W2": w2, "B2": np.zeros(3)}, ["N", 3, 5, 5])
+    nhwc = make([n("Transpose", ["x"], ["xc"], perm=[0, 3, 1, 2]), *body,
+                 n("Transpose", ["r1"], ["r1t"], perm=[0, 2, 3, 1]), n("Flatten", ["r1t"], ["f"]),
+                 n("Gemm", ["f", "W2", "B2"], ["logits"], transB=1)],
+                {"W1": w1, "B1": b1, "W2": w2_nhwc, "B2": np.zeros(3)}, ["N", 5, 5, 3])
+    x = np.random.default_rng(12).random((2, 3, 5, 5)).astype(np.float32)
+    for kind in ("grad_cam", "layer_cam", "eigen_cam"):
+        a = Explainer(nchw, kind).explain(x, target=[0, 2])
+        ex = Explainer(nhwc, kind)
+        assert ex.method.cam_layer.layout == "nchw"
+        b = ex.explain(x.transpose(0, 2, 3, 1), target=[0, 2])
+        np.testing.assert_allclose(b.relevance, a.relevance, rtol=1e-4, atol=1e-5)
+    at = Explainer(nhwc, "gradient", layer="r1t")
+    assert at.method.stop.layout == "nhwc" and at.method.stop.channel_axis == 3
+    res = at.explain(x.transpose(0, 2, 3, 1), target=[0, 2])
+    np.testing.assert_allclose(res.extras["channel_relevance"], res.relevance.sum((1, 2)), rtol=1e-5, atol=1e-7)
