@@ -2,7 +2,10 @@
 
 Inputs: the model's input and an optional int64 ``target`` [N] (empty = top-1). Outputs: ``relevance``
 (shape of the input), ``logits`` and ``target_out`` (the class explained). ONNX forbids one name for a graph
-input and a graph output, hence ``target`` in and ``target_out`` out.
+input and a graph output, hence ``target`` in and ``target_out`` out. A method stopped at a layer or
+conditioned on one (``GraphMethod.layer`` / ``conditions``) returns that layer's relevance and adds outputs of
+its own after these three (``channel_relevance``; the CAMs' ``cam_lowres``, ``channel_weights``) and, for a
+run-time channel mask, the input ``condition`` (default: all ones).
 
 Several classes per row (``classes=K``): ``target`` [N, K] (empty = each row's top K), ``relevance``
 [N, K, ...], ``target_out`` [N, K]. The forward pass runs once on the N rows; the backward pass runs once on
@@ -23,7 +26,7 @@ from .errors import OnnxplainError
 from .graph import Builder
 
 OUTPUTS = ("relevance", "logits", "target_out")
-RESERVED = OUTPUTS + ("target",)
+RESERVED = OUTPUTS + ("target", "condition", "channel_relevance", "channel_weights", "cam_lowres")  # + methods' own
 
 
 EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
