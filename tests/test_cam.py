@@ -314,3 +314,39 @@ def test_nhwc_model_gives_the_same_cam_as_its_nchw_twin():
     assert at.method.stop.layout == "nhwc" and at.method.stop.channel_axis == 3
     res = at.explain(x.transpose(0, 2, 3, 1), target=[0, 2])
     np.testing.assert_allclose(res.extras["channel_relevance"], res.relevance.sum((1, 2)), rtol=1e-5, atol=1e-7)
+
+
+def test_several_layers_average_their_maps_as_pytorch_grad_cam():
+    """layer=[r2, p2]: per layer ReLU, min-max, resize; the mean; min-max again (aggregate_multi_layers).
+    The gradient at r2 is the one at p2 routed through the 2×2 MaxPool to each window's maximum."""
+    model, w = _cnn()
+    x = np.random.default_rng(13).random((2, 3, 12, 12)).astype(np.float32)
+    logits, r2, p2 = _run_with(model, x, ["r2", "p2"])
+    res = Explainer(model, "grad_cam", layer=["p2", "r2"]).explain(x)
+    for i, t in enumerate(logits.argmax(1)):
+        gp = _tail_gradient(w, p2[i:i + 1], t)[0]
+        gr = np.zeros(r2.shape[1:])
+        for c in range(8):
+            for u in range(3):
+                for v in range(3):
+                    win = r2[i, c, 2 * u:2 * u + 2, 2 * v:2 * v + 2]
+                    k = int(np.argmax(win))
+                    gr[c, 2 * u + k // 2, 2 * v + k % 2] += gp[c, u, v]
+        maps = [_resize(_scale(np.maximum(_reference_cam("grad_cam", a[i].astype(np.float64), g), 0)), (12, 12))
+                for a, g in ((r2, gr), (p2, gp))]
+        np.testing.assert_allclose(res.relevance[i], _scale(np.mean(maps, 0)), rtol=1e-4, atol=1e-5)
+    assert "cam_lowres" not in res.extras
+    with pytest.raises(OnnxplainError, match="one path"):
+        Explainer(_two_branch(), "grad_cam", layer=["a", "b"])
+
+
+def _two_branch():
+    """x → Conv a, x → Conv b, Add → GlobalAveragePool → Flatten → Gemm: a and b on parallel branches."""
+    rng = np.random.default_rng(14)
+    n = helper.make_node
+    w = {"Wa": rng.standard_normal((2, 3, 3, 3)), "Wb": rng.standard_normal((2, 3, 3, 3)),
+         "W": rng.standard_normal((3, 2)), "B": np.zeros(3)}
+    nodes = [n("Conv", ["x", "Wa"], ["a"], pads=[1, 1, 1, 1]), n("Conv", ["x", "Wb"], ["b"], pads=[1, 1, 1, 1]),
+             n("Add", ["a", "b"], ["s"]), n("GlobalAveragePool", ["s"], ["gap"]), n("Flatten", ["gap"], ["f"]),
+             n("Gemm", ["f", "W", "B"], ["logits"], transB=1)]
+    return make(nodes, w, ["N", 3, 6, 6])

@@ -220,7 +220,7 @@ def _peer(name, model, layer, x, reshape):
     kw = {"reshape_transform": reshape} if reshape is not None else {}
     if name == "ablation_cam" and reshape is not None:
         kw["ablation_layer"] = gc.AblationLayerVit()
-    cam = cls(model=model, target_layers=[layer], **kw)
+    cam = cls(model=model, target_layers=layer if isinstance(layer, list) else [layer], **kw)
     if name == "score_cam":
         cam.batch_size = 64
     if name == "eigen_cam":
@@ -239,13 +239,15 @@ def _peer(name, model, layer, x, reshape):
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("gradcam")
     resnet, vit = _randomise(ResNet(), 1), _randomise(Vit(), 2)
-    vit_path = _export(vit, d / "vit.onnx")
-    return {"resnet": (resnet, resnet.layers[-1], None, _export(resnet, d / "resnet.onnx"), None),
+    vit_path, resnet_path = _export(vit, d / "vit.onnx"), _export(resnet, d / "resnet.onnx")
+    return {"resnet": (resnet, resnet.layers[-1], None, resnet_path, None),
+            "resnet-2-layers": (resnet, [resnet.layers[-2], resnet.layers[-1]], None, resnet_path, RESNET_BLOCKS),
             "vit": (vit, vit.blocks[-1].norm1, vit_reshape, vit_path, NORM1),
             "vit-default": (vit, vit.blocks[-2], vit_reshape, vit_path, None)}
 
 
 NORM1 = "/blocks/blocks.2/norm1/LayerNormalization_output_0"  # the last block's norm1 in the exported graph
+RESNET_BLOCKS = ["/layers/layers.1/relu_1/Relu_output_0", "/layers/layers.2/relu_1/Relu_output_0"]  # 2 blocks' outputs
 
 
 AGREEMENT: dict = {}
@@ -253,12 +255,14 @@ AGREEMENT: dict = {}
 
 # pytorch-grad-cam's ViT ablation lowers the value by 1e7 per row (module docstring): Ablation-CAM on the ResNet
 CASES = [("resnet", n) for n in CAMS] + [("vit", n) for n in CAMS if n != "ablation_cam"] + \
-    [("vit-default", n) for n in CAMS if n not in ("ablation_cam", "hires_cam")]
+    [("vit-default", n) for n in CAMS if n not in ("ablation_cam", "hires_cam")] + \
+    [("resnet-2-layers", n) for n in ("grad_cam", "grad_cam_plus_plus", "layer_cam", "eigen_cam")]
 
 
 @pytest.mark.parametrize("arch, name", CASES)
 def test_agrees_with_pytorch_grad_cam(models, arch, name):
-    """ResNet: the default layer (the last block's output). ViT: the last block's ``norm1`` (pytorch-grad-cam's
+    """ResNet: the default layer (the last block's output), and the last two blocks' outputs together (maps
+    averaged). ViT: the last block's ``norm1`` (pytorch-grad-cam's
     ViT example) given as ``layer=``, and the default layer (the last block's input) for the CAMs whose map
     does not vanish there: HiResCAM's Σ_c G·A is ≈ 0 (1e-8) at the input of a pre-LayerNorm block (LayerNorm
     is scale invariant per token), so both implementations give noise."""

@@ -10,8 +10,9 @@ methods run from Python), with pytorch-grad-cam 1.5.7's conventions:
   ``Σ_c G·A`` (element-wise, no channel weights);
 * the map: ReLU (``cam_lowres``, [N, h, w]); with ``scale`` (default, as pytorch-grad-cam) min-max scaled
   per image (``(m − min) / (max(m − min) + 1e-7)``), bilinearly resized to the input's H × W (OpenCV's
-  ``INTER_LINEAR`` = ONNX Resize linear, half_pixel) and min-max scaled again (the single-layer case of
-  ``aggregate_multi_layers``); without ``scale``: ReLU and resize only, in the units of the weighted sum.
+  ``INTER_LINEAR`` = ONNX Resize linear, half_pixel); several layers: the mean of their maps; then min-max
+  scaled again (``aggregate_multi_layers``). Without ``scale``: ReLU, resize and mean only, in the units of
+  the weighted sum.
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def minmax(b, m):
     return b.div(shifted, b.add(b.reduce_max(shifted, [1, 2]), b.scalar(SCALE_EPS, like=m)))
 
 
-def finish_map(b, raw, x, layout, scale: bool):
-    """(the CAM at the input's size [N, H, W], the low-resolution ReLU map [N, h, w])."""
+def layer_map(b, raw, x, layout, scale: bool):
+    """(one layer's map at the input's size [N, H, W] — scaled per image first with ``scale`` —, its
+    low-resolution ReLU map [N, h, w]); pytorch-grad-cam's ``compute_cam_per_layer``."""
     low = b.op("Relu", raw)
     m = minmax(b, low) if scale else low
     if x.shape is not None and len(x.shape) == 4:
@@ -84,9 +86,14 @@ def finish_map(b, raw, x, layout, scale: bool):
         sizes = b.op("Concat", b.shape(m4, start=0, end=2), hw, axis=0)
         up = b.op("Resize", m4, None, None, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
         m = b.op("Squeeze", up, b.ints([1]))
-        if scale:
-            m = minmax(b, m)
     return m, low
+
+
+def aggregate(b, maps: list, scale: bool):
+    """The mean of the layers' maps (all ≥ 0: the ReLU is a no-op), scaled per image again with ``scale``;
+    pytorch-grad-cam's ``aggregate_multi_layers``."""
+    m = maps[0] if len(maps) == 1 else b.div(b.op("Sum", *maps), b.scalar(float(len(maps)), like=maps[0]))
+    return minmax(b, m) if scale else m
 
 
 # ---- in numpy ----------------------------------------------------------------------------------------------
