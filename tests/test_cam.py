@@ -350,3 +350,19 @@ def _two_branch():
              n("Add", ["a", "b"], ["s"]), n("GlobalAveragePool", ["s"], ["gap"]), n("Flatten", ["gap"], ["f"]),
              n("Gemm", ["f", "W", "B"], ["logits"], transB=1)]
     return make(nodes, w, ["N", 3, 6, 6])
+
+
+def test_smoothgrad_over_grad_cam_is_the_mean_cam_of_the_noisy_copies(tmp_path):
+    """SmoothGrad with base=grad_cam (Smooth Grad-CAM): the mean of Grad-CAM over x + σz, from Python and
+    from the exported single graph alike, shaped [N, H, W] like the CAM."""
+    model, _ = _cnn()
+    x = np.random.default_rng(15).random((2, 3, 12, 12)).astype(np.float32)
+    sg = Explainer(model, "smoothgrad", base="grad_cam", samples=3, stdevs=0.2, seed=1)
+    res = sg.explain(x)
+    z = sg.method.draws(x.shape[1:], x.dtype)
+    cam = Explainer(model, "grad_cam")
+    want = np.mean([cam.explain(x + 0.2 * z[k], target=res.target).relevance for k in range(3)], 0)
+    np.testing.assert_allclose(res.relevance, want, rtol=1e-4, atol=1e-5)
+    path = sg.export(tmp_path / "sg.onnx")
+    out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["relevance"], {"x": x})[0]
+    np.testing.assert_allclose(out, res.relevance, rtol=1e-4, atol=1e-5)
