@@ -40,6 +40,8 @@ class PerturbationCam(ModelMethod):
     batch_size: int | None = None
 
     def _bind(self, canonical) -> None:
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise OnnxplainError(f"{self.kind} takes one layer (a tensor name), not {self.layer!r}")
         lay = find_layer(canonical, self.layer) if self.layer is not None else default_cam_layer(canonical)
         if lay.layout not in ("nchw", "nhwc", "tokens"):
             raise OnnxplainError(f"{self.kind}: layer '{lay.name}' has no spatial grid")
