@@ -21,6 +21,7 @@ from .cli_options import (
     figure_options,
     graph_options,
     image_options,
+    layer_option,
     method_option_values,
     method_options,
     methods_options,
@@ -70,6 +71,7 @@ def main():
               metavar="DIR", help="Folder for the figures, relevance, results.jsonl/.csv and index.html.")
 @dataset_options
 @rule_options
+@layer_option
 @image_options
 @graph_options
 @dtype_option
@@ -80,7 +82,7 @@ def main():
               help="Heatmap colours: negative blue, zero white, positive red.")
 @figure_options
 def explain(model, images, methods, options, target, outdir, top_k, limit, resume, rules, first_layer, patterns,
-            size, mean, std, scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap,
+            layer, size, mean, std, scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap,
             labels, overlay, scaling):
     """Explain MODEL's decisions on INPUTS: image files, folders, glob patterns, @list.txt files, .npy
     arrays (N, ...) in the model's input layout, .csv rows (a header row names the features).
@@ -97,7 +99,7 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
 
     pre = Preprocessing(scale, mean, std)
     exs = explainers_for(model, methods, input=input_name, output=output_name, device=device, batch_size=batch_size,
-                         fallback=fallback, preprocessing=pre, dtype=dtype,
+                         fallback=fallback, preprocessing=pre, dtype=dtype, layer=layer,
                          **method_option_values(options, rules, first_layer, patterns))
     names = read_labels(labels) if labels else model_labels(model)
     for line in notices(exs, names):
@@ -119,9 +121,10 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="EXPLAINER.onnx",
               help="Where to write the explainer model (never the input model).")
 @rule_options
+@layer_option
 @graph_options
 @dtype_option
-def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name, dtype):
+def export(model, method, options, out, rules, first_layer, patterns, layer, input_name, output_name, dtype):
     """Write a standalone explainer .onnx.
 
     Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
@@ -130,7 +133,7 @@ def export(model, method, options, out, rules, first_layer, patterns, input_name
     from .explainer import Explainer
     from .inspection import explainer_io_lines
 
-    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype,
+    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype, layer=layer,
                    **method_option_values(options, rules, first_layer, patterns))
     path = ex.export(out, inputs=[patterns])
     click.echo(f"wrote {path} (method {ex.method.name})")

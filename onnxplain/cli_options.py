@@ -170,6 +170,11 @@ def method_option_values(options, rules, first_layer, patterns) -> dict:
     return options
 
 
+layer_option = click.option(
+    "--layer", metavar="NAME",
+    help="Stop at this tensor: its relevance (or gradient), or the CAM's target layer (default for CAMs: the last "
+         "conv activation / ViT block; `onnxplain inspect` lists the layers).")
+
 graph_options = compose(
     click.option("--input", "input_name", metavar="NAME", help="Image input to explain (default: automatic)."),
     click.option("--output", "output_name", metavar="NAME",

@@ -119,21 +119,33 @@ class Explainer:
     is replaced by occlusion (``fallback_from`` and ``missing_ops`` say so); otherwise
     :class:`UnsupportedOpError` names the ops and nodes. ``preprocessing``
     (:class:`onnxplain.images.Preprocessing`) tells methods the input domain: z^B bounds of the box rules,
-    pixel-space baselines of Integrated Gradients. ``dtype`` is the float type explainers compute in: by
+    pixel-space baselines of Integrated Gradients. ``layer=NAME`` (graph methods): the relevance or gradient
+    of that tensor instead of the input's, with per-channel totals in ``extras["channel_relevance"]``;
+    ``conditions={layer: [channels]}``: conditional relevance (see :class:`~onnxplain.methods.GraphMethod`). ``dtype`` is the float type explainers compute in: by
     default float32 for fp16 and mixed-precision models (others keep theirs); ``"float16"`` builds fp16
     explainers for GPUs. Explainer graphs keep the model's own dtypes at their inputs and outputs.
     """
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 fallback: bool = False, preprocessing=None, dtype: str | None = None, _runner=None, **options):
+                 fallback: bool = False, preprocessing=None, dtype: str | None = None, layer: str | None = None,
+                 conditions: dict | None = None, _runner=None, **options):
         runtime.providers_for(device)  # validates the device early
         if int(batch_size) < 1:
             raise OnnxplainError("batch_size must be ≥ 1")
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output, dtype=dtype)
         self.preprocessing = preprocessing
+        self.layer, self.conditions = layer, conditions
         self.method = get_method(method, preprocessing=preprocessing, **options)
+        if layer is not None and not conditions and hasattr(self.method, "layer") \
+                and not isinstance(self.method, GraphMethod):  # Score-CAM, Ablation-CAM
+            self.method.layer = layer
+        elif layer is not None or conditions:
+            if not isinstance(self.method, GraphMethod):
+                raise OnnxplainError(f"method '{self.method.name}' runs from Python: layer= and conditions= "
+                                     "need a graph method (gradient, LRP, CAMs, ...)")
+            self.method.at_layer(layer, conditions)
         self.method.bind(self.canonical)
         self._model: onnx.ModelProto | None = None  # the exported graph of a model-level method
         self.fallback_from: str | None = None  # set when fallback=True replaced the method
@@ -152,7 +164,8 @@ class Explainer:
         """An Explainer of another method on the same canonical model, sharing this one's runner (its
         forward session): nothing is loaded or canonicalised again."""
         return Explainer(self.canonical, method, device=self.device, batch_size=self.batch_size,
-                         fallback=fallback, preprocessing=self.preprocessing, _runner=self.runner, **options)
+                         fallback=fallback, preprocessing=self.preprocessing, layer=self.layer,
+                         conditions=self.conditions, _runner=self.runner, **options)
 
     # ---- properties ---------------------------------------------------------------------------
     @property
@@ -252,10 +265,10 @@ class Explainer:
             const["target"] = np.zeros((0,), np.int64)
         else:
             batched["target"] = t
-        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(),
-                                            outputs=list(OUTPUTS))
+        names = list(OUTPUTS) + [n for n in sess.output_names if n not in OUTPUTS]  # + the method's extra outputs
+        rel, logits, tgt, *more = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(), outputs=names)
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
-                           extras={"provider": sess.provider})
+                           extras={"provider": sess.provider, **dict(zip(names[3:], more))})
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""

@@ -2,7 +2,10 @@
 
 Inputs: the model's input and an optional int64 ``target`` [N] (empty = top-1). Outputs: ``relevance``
 (shape of the input), ``logits`` and ``target_out`` (the class explained). ONNX forbids one name for a graph
-input and a graph output, hence ``target`` in and ``target_out`` out.
+input and a graph output, hence ``target`` in and ``target_out`` out. A method stopped at a layer or
+conditioned on one (``GraphMethod.layer`` / ``conditions``) returns that layer's relevance and adds outputs of
+its own after these three (``channel_relevance``; the CAMs' ``cam_lowres``, ``channel_weights``) and, for a
+run-time channel mask, the input ``condition`` (default: all ones).
 
 Several classes per row (``classes=K``): ``target`` [N, K] (empty = each row's top K), ``relevance``
 [N, K, ...], ``target_out`` [N, K]. The forward pass runs once on the N rows; the backward pass runs once on
@@ -23,7 +26,7 @@ from .errors import OnnxplainError
 from .graph import Builder
 
 OUTPUTS = ("relevance", "logits", "target_out")
-RESERVED = OUTPUTS + ("target",)
+RESERVED = OUTPUTS + ("target", "condition", "channel_relevance", "channel_weights", "cam_lowres")  # + methods' own
 
 
 EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
@@ -63,10 +66,14 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     if per_class is not None:
         per_class.start(onehot)
     seed = method.seed(b, logits, onehot)
-    path = [node.name for node in getattr(method, "path", None) or []] or None
-    result = backward(b, g, logits, seed, x, method.rule_for, method.options, method.name, path=path)
-    relevance = method.finish(b, result, x)
-    rel_shape, tgt_shape = x.shape, [logits.shape[0] if logits.shape else "N"]
+    path = [node.name for node in getattr(method, "backward_path", None) or []] or None
+    wrt, (at, extra_in) = method.wrt(g), method.at(b, g)
+    if per_class is not None and (wrt is not x or extra_in):
+        raise PerClassUnsupported("several classes per run: not at a layer or with a condition input")
+    result = backward(b, g, logits, seed, wrt, method.rule_for, method.options, method.name, path=path, at=at)
+    relevance, extras = method.finish_at(b, result, wrt, x)
+    rel_shape = x.shape if wrt is x else getattr(relevance, "shape", None)
+    tgt_shape = [logits.shape[0] if logits.shape else "N"]
     if per_class is not None:
         relevance = per_class.finish(b, relevance)
         rel_shape = [x.shape[0], per_class.k, *x.shape[1:]] if x.shape else None
@@ -88,7 +95,11 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
         g.nodes.append(gs.Node("Cast" if cast else "Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o],
                                attrs={"to": _onnx_type(dt)} if cast else {}))
         outs.append(o)
-    g.inputs = [x_in, target_in]
+    for name, t in extras.items():  # method-specific outputs (channel totals, low-resolution CAMs, ...)
+        o = gs.Variable(name, dtype=b.dtype_of(t), shape=getattr(t, "shape", None))
+        g.nodes.append(gs.Node("Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o]))
+        outs.append(o)
+    g.inputs = [x_in, target_in] + [var for var, _ in extra_in]
     g.outputs = outs
     g.cleanup().toposort()
     if external is not None:
@@ -96,6 +107,7 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     model = export_graph(g)
     default = np.zeros((0,) if per_class is None else (0, per_class.k), np.int64)
     model.graph.initializer.append(onnx.numpy_helper.from_array(default, "target"))
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, var.name) for var, v in extra_in)
     if per_class is None:
         model.doc_string = (f"onnxplain explainer, method={method.name}. Inputs: {x_in.name} and optional "
                             "target (int64 [N]; empty = top-1). Outputs: relevance, logits, target_out.")

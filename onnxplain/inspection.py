@@ -13,6 +13,9 @@ from .errors import OnnxplainError
 from .explainer import missing_for
 from .images import image_input_spec
 from .methods import methods
+from .methods.layers import cam_layers, default_cam_layer
+
+LAYERS_SHOWN = 24  # the last ones on the path; inspect says how many earlier ones there are
 
 
 def value_info(vi) -> str:
@@ -85,6 +88,21 @@ def run_problem(canonical) -> str | None:
     return None
 
 
+def layer_lines(canonical) -> list:
+    """The layers a CAM (or ``--layer``) can use, in path order, with the default CAM layer marked."""
+    layers = cam_layers(canonical)
+    try:
+        default = default_cam_layer(canonical).name
+    except OnnxplainError:
+        default = None
+    lines = [f"layers (for --layer; {len(layers)} with a spatial grid, input first):"]
+    if len(layers) > LAYERS_SHOWN:
+        lines.append(f"  ... {len(layers) - LAYERS_SHOWN} earlier")
+    for lay in layers[-LAYERS_SHOWN:]:
+        lines.append(f"  {lay.describe()}{'  <- default CAM layer' if lay.name == default else ''}")
+    return lines
+
+
 def inspect_lines(model, input: str | None = None, output: str | None = None) -> list:
     """The report of ``onnxplain inspect``: inputs, outputs (which is explained and why, what the others
     are), the chosen image input and logits, canonicalisation notes, the op histogram of the source and
@@ -115,6 +133,7 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     elif not all(isinstance(d, (int, np.integer)) and d > 0 for d in canonical.input_shape[1:]):
         lines.append("note: the input size is not fixed, so the model was not test-run; explain images at the "
                      "size it was made for (--size H W)")
+    lines += layer_lines(canonical)
     lines.append("methods:")
     width = max(map(len, methods()), default=0)
     lines += [f"  {name:<{width}}  {'cannot run (see problem)' if problem else support(canonical, name)}"

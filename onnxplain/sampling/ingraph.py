@@ -291,7 +291,8 @@ def build_smoothgrad(canonical, inner: onnx.ModelProto, *, draws: np.ndarray, no
     rows = c.op("Reshape", noisy, c.op("Concat", c.ints([-1]), c.op("Shape", x, start=1), axis=0))
     targets = c.op("Tile", chosen, s_count)
     got = c.inline(inner, "base/", {inner.graph.input[0].name: rows, "target": targets})
-    a = c.op("Reshape", got["relevance"], c.op("Concat", s_count, c.op("Shape", x), axis=0))
+    a = c.op("Reshape", got["relevance"], c.op("Concat", s_count, c.ints([-1]), c.op("Shape", got["relevance"], start=1),
+                                               axis=0))  # [samples, N, ...]: the base's shape (a CAM's [N, H, W])
     count = c.op("Cast", s_count, to=helper.np_dtype_to_tensor_dtype(dtype))
     mean = c.op("Div", c.reduce("ReduceSum", a, [0], False), count)
     if variant == "smoothgrad":
