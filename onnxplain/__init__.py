@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what __getattr__ loads on first use
     from .canonical import CanonicalModel, canonicalize, load_model
+    from .evaluation import Report, evaluate
     from .explainer import Explainer, Explanation
     from .images import Preprocessing
     from .patterns import Patterns, Statistics, fit_patterns, fit_statistics, signal_quality
@@ -26,6 +27,7 @@ _LAZY = {
     "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images",
     "Patterns": ".patterns", "Statistics": ".patterns", "fit_patterns": ".patterns",
     "fit_statistics": ".patterns", "signal_quality": ".patterns",
+    "evaluate": ".evaluation", "Report": ".evaluation",
 }
 
 
@@ -45,5 +47,5 @@ def __dir__():
 
 
 __all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation",
-           "Preprocessing", "methods", "canonicalize", "load_model", "CanonicalModel",
+           "Preprocessing", "methods", "evaluate", "Report", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

@@ -100,6 +100,7 @@ LAYERS = [
     ["cli", "cli_options", "cli_patterns"],
     ["onnxplain"],
     ["files", "inspection"],
+    ["evaluation"],
     ["explainer"],
     ["explainer_graph"],
     ["sampling"],
