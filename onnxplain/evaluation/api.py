@@ -23,14 +23,15 @@ CONVENTIONS = ("onnxplain", "quantus")
 
 
 def method_specs(methods) -> list:
-    """[(label, name, options)] from names, (name, options) pairs or {label: (name, options)}."""
-    if isinstance(methods, (str, tuple)):
-        methods = [methods]
+    """[(label, name, options)] from names, Method objects, (name, options) pairs or {label: (name, options)}."""
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple, dict)) or (
+            isinstance(methods, tuple) and len(methods) == 2 and isinstance(methods[1], dict)):
+        methods = [methods]  # one method
     items = list(methods.items()) if isinstance(methods, dict) else [(None, m) for m in methods]
     out, seen = [], set()
     for label, m in items:
-        name, options = (m, {}) if isinstance(m, str) else (m[0], dict(m[1]) if len(m) > 1 else {})
-        label = label or name
+        name, options = (m[0], dict(m[1]) if len(m) > 1 else {}) if isinstance(m, tuple) else (m, {})
+        label = label or (name if isinstance(name, str) else getattr(name, "name", type(name).__name__))
         while label in seen:
             label += "'"
         seen.add(label)
