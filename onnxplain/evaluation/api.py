@@ -130,7 +130,7 @@ def _run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, class
         raise OnnxplainError(f"metric '{name}': {exc}") from None
 
 
-def load_masks(masks, images, size, layout_shape) -> np.ndarray:
+def load_masks(masks, images, size) -> np.ndarray:
     """Masks (N, H, W) bool: an array as given, a .npy file, or a folder holding one image (or .npy) per
     input image with the same stem; images are resized to (H, W) nearest-neighbour, nonzero = inside."""
     if masks is None or isinstance(masks, np.ndarray):

@@ -95,7 +95,7 @@ class Report:
             lines.append(f"{key} ({arrow})")
             for i, r in enumerate(self.ranking(key), 1):
                 flag = "  [fails randomisation check]" if not self.sanity.get(r.method, {}).get("passed", True) else ""
-                lines.append(f"  {i}. {r.method:<{width}} {_fmt(r.mean)}  [{_fmt(r.low)}, {_fmt(r.high)}]{flag}")
+                lines.append(f"  {i}. {r.method:<{width}} {_fmt(r.mean):>9}  [{_fmt(r.low)}, {_fmt(r.high)}]{flag}")
         return "\n".join(lines)
 
     def summary_md(self) -> str:
