@@ -63,7 +63,7 @@ class Report:
     def ranking(self, metric: str, seed: int = 0) -> list:
         """[:class:`Rank`] best first on ``metric`` (or ``metric.extra``), with the 95 % percentile
         bootstrap interval of the mean over samples (1000 resamples)."""
-        up = direction(metric)
+        up = self.direction(metric)
         if up is None:
             raise OnnxplainError(f"'{metric}' is informative only and has no better direction")
         rows = []
@@ -75,6 +75,15 @@ class Report:
             rows.append(Rank(m, self.scores[m][metric], lo, hi, int(np.isfinite(v).sum())))
         return sorted(rows, key=lambda r: (np.isnan(r.mean), -r.mean if up else r.mean))
 
+    def direction(self, key: str):
+        """True where higher is better on ``key`` in this report's convention (None: informative only)."""
+        if self.convention == "quantus":
+            from .quantus import DIRECTIONS
+
+            if key in DIRECTIONS:
+                return DIRECTIONS[key]
+        return direction(key)
+
     def best(self, metric: str) -> str:
         return self.ranking(metric)[0].method
 
@@ -83,7 +92,8 @@ class Report:
         keys = []
         for metric in self.metrics:
             keys.append(metric)
-            keys += [f"{metric}.{k}" for k, up in metric_spec(metric).extras if up is not None]
+            keys += [f"{metric}.{k}" for k, up in metric_spec(metric).extras
+                     if up is not None and f"{metric}.{k}" in self.per_sample[self.methods[0]]]
         return keys
 
     def table(self) -> str:
@@ -91,7 +101,7 @@ class Report:
         lines = []
         width = max(len(m) for m in self.methods) + 2
         for key in self.ranked_keys():
-            arrow = "higher is better" if direction(key) else "lower is better"
+            arrow = "higher is better" if self.direction(key) else "lower is better"
             lines.append(f"{key} ({arrow})")
             for i, r in enumerate(self.ranking(key), 1):
                 flag = "  [fails randomisation check]" if not self.sanity.get(r.method, {}).get("passed", True) else ""
@@ -104,7 +114,7 @@ class Report:
                f"Convention: {self.convention}. Scores are means over the inputs with 95 % bootstrap intervals "
                "of the mean; each table is ordered best first.", ""]
         for key in self.ranked_keys():
-            out += [f"## {key} ({'higher' if direction(key) else 'lower'} is better)", "",
+            out += [f"## {key} ({'higher' if self.direction(key) else 'lower'} is better)", "",
                     "| rank | method | mean | 95 % interval |", "|---|---|---|---|"]
             out += [f"| {i} | {r.method} | {_fmt(r.mean)} | [{_fmt(r.low)}, {_fmt(r.high)}] |"
                     for i, r in enumerate(self.ranking(key), 1)]
