@@ -19,7 +19,8 @@ returns only the mean per percentage: our curve); faithfulness correlation, rand
 complexity — Quantus's per-sample values. MPRT and eMPRT follow Quantus's scoring (MPRT's average includes
 its ``original`` entry, a quirk of 0.6.0) on our re-initialised weights: Quantus draws them with torch's
 generator and resets BatchNorm layers too, so those values are not reproducible value for value.
-Insertion and deletion, which Quantus lacks, keep the onnxplain convention.
+Insertion and deletion, which Quantus lacks, keep the onnxplain convention. Not reproduced: a ``uniform``
+baseline in pixel flipping and region perturbation is drawn once here, per step there.
 """
 from __future__ import annotations
 
@@ -46,14 +47,17 @@ def _prep(a, x, normalise=True, abs=False):
 
 
 def _baseline(x, how, rs):
+    """Quantus's ``get_baseline_value`` per sample; like it, one U(0, 1) draw per sample on every call
+    (its table of baselines draws ``uniform`` whatever is asked)."""
     n = len(x)
+    u = rs.uniform(0.0, 1.0, n).astype(x.dtype)
     flat = x.reshape(n, -1)
     if isinstance(how, (int, float)):
         return np.full_like(x, how)
     h = str(how).lower()
     table = {"black": flat.min(1), "white": flat.max(1), "mean": flat.mean(1)}
     if h == "uniform":
-        return np.broadcast_to(rs.uniform(0.0, 1.0, n).astype(x.dtype).reshape((n,) + (1,) * (x.ndim - 1)), x.shape)
+        return np.broadcast_to(u.reshape((n,) + (1,) * (x.ndim - 1)), x.shape)
     if h not in table:
         raise OnnxplainError(f"perturb_baseline must be black, white, mean, uniform or a number, not {how!r}")
     return np.broadcast_to(table[h].reshape((n,) + (1,) * (x.ndim - 1)), x.shape)
@@ -115,12 +119,13 @@ def faithfulness_correlation(forward, x, a, y, *, nr_runs=100, subset_size=224, 
     s0 = target_scores(forward(x), y, score)
     for b0 in range(0, n, int(batch_size)):
         idx = np.arange(b0, min(n, b0 + int(batch_size)))
-        subsets = np.stack([np.stack([rs.choice(flat.shape[1], int(subset_size), replace=False) for _ in idx])
-                            for _ in range(int(nr_runs))], 1)  # (batch, runs, k)
-        fill = _baseline(x[idx], perturb_baseline, rs).reshape(len(idx), -1)
         rows = np.repeat(flat[idx][:, None], nr_runs, 1)
+        subsets = np.empty((len(idx), int(nr_runs), int(subset_size)), np.int64)
+        for r in range(int(nr_runs)):  # Quantus's draws: the subsets, then its baseline table's uniform draw
+            subsets[:, r] = [rs.choice(flat.shape[1], int(subset_size), replace=False) for _ in idx]
+            fill = _baseline(x[idx], perturb_baseline, rs).reshape(len(idx), -1)
+            rows[np.arange(len(idx))[:, None], r, subsets[:, r]] = fill[np.arange(len(idx))[:, None], subsets[:, r]]
         bi = np.arange(len(idx))[:, None, None]
-        rows[bi, np.arange(nr_runs)[None, :, None], subsets] = fill[bi, subsets]
         s = target_scores(forward(rows.reshape((-1,) + x.shape[1:])), np.repeat(y[idx], nr_runs), score)
         deltas = s0[idx][:, None] - s.reshape(len(idx), nr_runs)
         sums = af[idx][bi, subsets].sum(-1)
@@ -173,7 +178,7 @@ def random_logit(explain, x, a, y, *, num_classes, seed=42, batch_size=64, norma
 
 def run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes):
     """The Quantus-convention value of metric ``name`` (options with Quantus's names)."""
-    kw = {"seed": seed, **options}
+    kw = {"seed": seed, "batch_size": s.kw["batch_size"], **options}
     if layout == "nhwc":  # Quantus works channel-first
         x, rel = np.moveaxis(x, -1, 1), np.moveaxis(rel, -1, 1)
         fwd, forward = forward, (lambda rows: fwd(np.ascontiguousarray(np.moveaxis(rows, 1, -1))))
@@ -181,7 +186,8 @@ def run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classe
         if name in ("pixel_flipping", "region_perturbation", "faithfulness_correlation", "road"):
             return globals()[name](forward, x, rel, t, **kw)
         if name == "random_logit":
-            return random_logit(s.explain, x, rel, t, **{"num_classes": classes, "seed": 42, **options})
+            return random_logit(s.explain, x, rel, t, **{"num_classes": classes, "seed": 42,
+                                                         "batch_size": s.kw["batch_size"], **options})
         if name in ("sparseness", "complexity"):
             a = _prep(rel, x, options.get("normalise", True), options.get("abs", True))
             return maps.sparseness(a, eps=1e-7) if name == "sparseness" else _complexity(a)
