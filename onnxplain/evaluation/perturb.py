@@ -70,13 +70,13 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 
 
-def _shift(v, dy, dx):
-    """out[..., i, j] = v[..., i + dy, j + dx], zero outside."""
-    out = np.zeros_like(v)
+def _neighbour_sum(v):
+    """Σ_j w_j v[shifted by offset_j] over the 8 neighbours, zero outside the image."""
     h, w = v.shape[-2:]
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[..., yd, xd] = v[..., ys, xs]
+    p = np.pad(v, [(0, 0)] * (v.ndim - 2) + [(1, 1), (1, 1)])
+    out = np.zeros_like(v)
+    for (dy, dx), wt in NEIGHBOURS:
+        out += wt * p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
     return out
 
 
@@ -86,17 +86,16 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     for edge, 1/12 for diagonal neighbours; Rong et al. 2022, Quantus's ``noisy_linear_imputation``
     without the noise). Solved by conjugate gradients on (D − W) restricted to the missing pixels
     (symmetric positive definite when every hole touches a known pixel; a hole with no known pixel
-    stays 0), all images and channels at once."""
+    stays 0), all images and channels at once, to a relative residual of ``tol``."""
     img = np.asarray(img, np.float64)
     m = missing[:, None].astype(np.float64)  # (B, 1, H, W)
-    ones = np.ones(img.shape[-2:])
-    deg = sum(w * _shift(ones, dy, dx) for (dy, dx), w in NEIGHBOURS)  # in-image neighbour weight
+    deg = _neighbour_sum(np.ones(img.shape[-2:]))  # in-image neighbour weight
 
     def op(v):  # (D − W) v on the missing pixels (v is 0 elsewhere)
-        return m * (deg * v - sum(w * _shift(v, dy, dx) for (dy, dx), w in NEIGHBOURS))
+        return m * (deg * v - _neighbour_sum(v))
 
     known = img * (1 - m)
-    rhs = m * sum(w * _shift(known, dy, dx) for (dy, dx), w in NEIGHBOURS)
+    rhs = m * _neighbour_sum(known)
     v = np.zeros_like(img)
     r = rhs.copy()
     p = r.copy()

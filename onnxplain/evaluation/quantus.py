@@ -152,7 +152,7 @@ def road(forward, x, a, y, *, percentages=None, noise=0.01, abs=False, normalise
             k = int(hw * p / 100)
             miss = np.zeros((len(idx), hw), bool)
             np.put_along_axis(miss, order[idx, :k], True, 1)
-            imp = linear_imputation(x[idx], miss.reshape(len(idx), *x.shape[2:]), tol=1e-10)
+            imp = linear_imputation(x[idx], miss.reshape(len(idx), *x.shape[2:]))
             imp = imp.reshape(len(idx), x.shape[1], -1)
             for r, i in enumerate(idx):  # randn(C, k) per sample, in the order of its indices
                 imp[r][:, order[i, :k]] += noise * rs.randn(x.shape[1], k)
