@@ -289,3 +289,19 @@ def test_evaluate_errors():
         onnxplain.evaluate(c, x, ["gradient"], metrics={"sparseness": {"bogus": 1}})
     with pytest.raises(OnnxplainError, match="convention"):
         onnxplain.evaluate(c, x, ["gradient"], convention="captum")
+
+
+def test_evaluate_a_tabular_model_with_the_defaults():
+    from nets import linear_model
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((12, 3)), rng.standard_normal(3)
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    rep = onnxplain.evaluate(linear_model(w, b), x, ["gradient", "input_t_gradient"],
+                             metrics=None, batch_size=4)
+    assert "road" not in rep.metrics and "mprt" in rep.metrics
+    # input × gradient is the exact decomposition of a linear model: with a zero baseline, correlation 1
+    rep = onnxplain.evaluate(linear_model(w, b), x, ["gradient", "input_t_gradient"],
+                             metrics={"faithfulness_correlation": {"baseline": "zero"}})
+    np.testing.assert_allclose(rep.per_sample["input_t_gradient"]["faithfulness_correlation"], 1.0, atol=1e-4)
+    assert rep.ranking("faithfulness_correlation")[0].method == "input_t_gradient"

@@ -83,6 +83,8 @@ def evaluate(model, x, methods=("gradient",), metrics=None, target=None, masks=N
     canonical = model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
     specs = method_specs(methods)
     wanted = resolve_metrics(metrics, masks is not None)
+    if metrics is None and len(canonical.input_shape) != 4:
+        wanted.pop("road", None)  # ROAD imputes image pixels: not a default for other inputs
     subjects = [_Subject(canonical, *s, batch_size, device, preprocessing) for s in specs]
     x = subjects[0].explainer._check_input(x)
     logits = subjects[0].explainer.runner.logits(x)

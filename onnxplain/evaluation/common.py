@@ -119,7 +119,8 @@ BASELINES = ("zero", "mean", "sample_mean", "blur", "black", "white", "uniform")
 
 def baseline_values(x: np.ndarray, how, layout, rng=None, sigma=None) -> np.ndarray:
     """What replaces removed input, an array of x's shape (or broadcastable): ``zero`` or a number (a
-    constant), ``mean`` (per-channel mean over the whole batch — the dataset mean), ``sample_mean``
+    constant), ``mean`` (per-channel mean over the whole batch — the dataset mean; per element for inputs
+    without a channel axis), ``sample_mean``
     (per-channel mean of each sample), ``blur`` (Gaussian blur of each sample, σ = ``sigma`` elements, default
     5 as Petsiuk et al.'s insertion substrate), ``black``/``white`` (each sample's min/max, Quantus's
     ``black``/``white``), ``uniform`` (U(0, 1) per element, drawn from ``rng``)."""
@@ -129,8 +130,8 @@ def baseline_values(x: np.ndarray, how, layout, rng=None, sigma=None) -> np.ndar
     ch, spatial = axis_roles(layout, x.ndim)
     if h in ("zero", "zeros", "0"):
         return np.zeros_like(x)
-    if h == "mean":
-        axes = (0,) + tuple(spatial)
+    if h == "mean":  # per channel over the batch and the positions; inputs without channels: per element
+        axes = (0,) + tuple(spatial) if ch is not None else (0,)
         return np.broadcast_to(x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype), x.shape)
     if h == "sample_mean":
         return np.broadcast_to(x.mean(axis=tuple(spatial), keepdims=True, dtype=np.float64).astype(x.dtype), x.shape)
