@@ -70,34 +70,40 @@ NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 
               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 
 
-def _neighbour_sum(v):
-    """Σ_j w_j v[shifted by offset_j] over the 8 neighbours, zero outside the image."""
+def _neighbour_sum(v, buf=None):
+    """Σ_j w_j v[shifted by offset_j] over the 8 neighbours, zero outside the image (``buf``: a zero-bordered
+    scratch array of v's shape + 2 on the last two axes, reused between calls)."""
     h, w = v.shape[-2:]
-    p = np.pad(v, [(0, 0)] * (v.ndim - 2) + [(1, 1), (1, 1)])
-    out = np.zeros_like(v)
-    for (dy, dx), wt in NEIGHBOURS:
-        out += wt * p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-    return out
+    if buf is None:
+        buf = np.zeros(v.shape[:-2] + (h + 2, w + 2))
+    buf[..., 1:-1, 1:-1] = v
+    edges = buf[..., :-2, 1:-1] + buf[..., 2:, 1:-1] + buf[..., 1:-1, :-2] + buf[..., 1:-1, 2:]
+    corners = buf[..., :-2, :-2] + buf[..., :-2, 2:] + buf[..., 2:, :-2] + buf[..., 2:, 2:]
+    return edges * (1 / 6) + corners * (1 / 12)
 
 
-def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, max_iter: int | None = None):
+def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, max_iter: int | None = None,
+                      start: np.ndarray | None = None):
     """Fill the ``missing`` pixels of ``img`` (B, C, H, W; missing (B, H, W) bool) with the solution of ROAD's
     linear system: each missing pixel equals the weighted mean of its in-image 8-neighbours (weights 1/6
     for edge, 1/12 for diagonal neighbours; Rong et al. 2022, Quantus's ``noisy_linear_imputation``
     without the noise). Solved by conjugate gradients on (D − W) restricted to the missing pixels
     (symmetric positive definite when every hole touches a known pixel; a hole with no known pixel
-    stays 0), all images and channels at once, to a relative residual of ``tol``."""
+    stays 0), all images and channels at once, to a relative residual of ``tol``; ``start``: a first guess
+    (img's shape; e.g. the imputation of a smaller hole), else zeros."""
     img = np.asarray(img, np.float64)
     m = missing[:, None].astype(np.float64)  # (B, 1, H, W)
     deg = _neighbour_sum(np.ones(img.shape[-2:]))  # in-image neighbour weight
 
+    buf = np.zeros(img.shape[:-2] + (img.shape[-2] + 2, img.shape[-1] + 2))
+
     def op(v):  # (D − W) v on the missing pixels (v is 0 elsewhere)
-        return m * (deg * v - _neighbour_sum(v))
+        return m * (deg * v - _neighbour_sum(v, buf))
 
     known = img * (1 - m)
     rhs = m * _neighbour_sum(known)
-    v = np.zeros_like(img)
-    r = rhs.copy()
+    v = np.zeros_like(img) if start is None else m * np.asarray(start, np.float64)
+    r = rhs - op(v) if start is not None else rhs.copy()
     p = r.copy()
     axes = tuple(range(1, img.ndim))
     rr = (r * r).sum(axes, keepdims=True)

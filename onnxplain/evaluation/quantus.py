@@ -148,12 +148,13 @@ def road(forward, x, a, y, *, percentages=None, noise=0.01, abs=False, normalise
     hits = np.empty((n, len(pct)))
     for b0 in range(0, n, int(batch_size)):  # Quantus's draw order: per batch, per percentage, per sample
         idx = np.arange(b0, min(n, b0 + int(batch_size)))
+        start = x[idx]  # the last imputation starts the next (larger) hole's solve
         for j, p in enumerate(pct):
             k = int(hw * p / 100)
             miss = np.zeros((len(idx), hw), bool)
             np.put_along_axis(miss, order[idx, :k], True, 1)
-            imp = linear_imputation(x[idx], miss.reshape(len(idx), *x.shape[2:]))
-            imp = imp.reshape(len(idx), x.shape[1], -1)
+            start = linear_imputation(x[idx], miss.reshape(len(idx), *x.shape[2:]), tol=1e-4, start=start)
+            imp = start.reshape(len(idx), x.shape[1], -1).copy()
             for r, i in enumerate(idx):  # randn(C, k) per sample, in the order of its indices
                 imp[r][:, order[i, :k]] += noise * rs.randn(x.shape[1], k)
             hits[idx, j] = forward(imp.reshape(x[idx].shape).astype(x.dtype)).argmax(1) == y[idx]
