@@ -118,18 +118,18 @@ def faithfulness_correlation(forward, x, relevance, target, *, layout="nchw", nr
     flat, a = x.reshape(n, -1), rel.reshape(n, -1)
     s0 = target_scores(forward(x), target, check_score(score))
     drops, sums = np.empty((n, runs)), np.empty((n, runs))
-    per = max(1, (1 << 26) // max(x[0].nbytes, 1))  # runs built at once per sample
-    for i in range(n):
-        for r0 in range(0, runs, per):
-            m = min(per, runs - r0)
-            subset = np.argsort(rng.random((m, d)), axis=1)[:, :k]
-            rows = np.repeat(flat[i:i + 1], m, 0)
-            np.put_along_axis(rows, subset, fill[i][subset], 1)
-            s = target_scores(forward(rows.reshape((m,) + x.shape[1:])), np.full(m, target[i]), score)
-            drops[i, r0:r0 + m] = s0[i] - s
-            sums[i, r0:r0 + m] = a[i][subset].sum(1)
+    per = max(1, (1 << 26) // max(x[0].nbytes * runs, 1))  # samples whose runs are built at once
+    for i0 in range(0, n, per):
+        idx = np.arange(i0, min(n, i0 + per))
+        subset = np.argpartition(rng.random((len(idx), runs, d)), k - 1, axis=2)[:, :, :k]  # (samples, runs, k)
+        rows = np.repeat(flat[idx][:, None], runs, 1)
+        bi = np.arange(len(idx))[:, None, None]
+        rows[bi, np.arange(runs)[None, :, None], subset] = fill[idx][bi, subset]
+        s = target_scores(forward(rows.reshape((-1,) + x.shape[1:])), np.repeat(target[idx], runs), score)
+        drops[idx] = s0[idx][:, None] - s.reshape(len(idx), runs)
+        sums[idx] = a[idx][bi, subset].sum(-1)
         if progress is not None:
-            progress(1)
+            progress(len(idx))
     return MetricResult(pearson(sums, drops))
 
 
