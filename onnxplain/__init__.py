@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what __getattr__ loads on first use
     from .canonical import CanonicalModel, canonicalize, load_model
+    from .evaluation import Report, evaluate
     from .explainer import Explainer, Explanation
     from .images import Preprocessing
     from .plotting import plot
@@ -28,6 +29,7 @@ _LAZY = {
     "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images", "plot": ".plotting",
     "Patterns": ".patterns", "Statistics": ".patterns", "fit_patterns": ".patterns",
     "fit_statistics": ".patterns", "signal_quality": ".patterns", "top_channels": ".concepts",
+    "evaluate": ".evaluation", "Report": ".evaluation",
 }
 
 
@@ -47,5 +49,5 @@ def __dir__():
 
 
 __all__ = ["top_channels", "Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation",
-           "Preprocessing", "plot", "methods", "canonicalize", "load_model", "CanonicalModel",
+           "Preprocessing", "plot", "methods", "evaluate", "Report", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

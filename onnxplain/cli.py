@@ -165,8 +165,10 @@ def list_methods():
         click.echo(f"{name:<{width}}  {description}")
 
 
+from .cli_evaluate import evaluate_command  # noqa: E402
 from .cli_patterns import fit_patterns_command, signal_quality_command  # noqa: E402
 
+main.add_command(evaluate_command)
 main.add_command(fit_patterns_command)
 main.add_command(signal_quality_command)
 
