@@ -8,6 +8,7 @@ model-level methods get the runner (the :class:`~onnxplain.methods.base.Runner` 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnx
 
 from . import runtime
 from .canonical import CanonicalModel, canonicalize
+from .canonical.feeds import Feeds
 from .canonical.loading import source_files
 from .errors import OnnxplainError, UnsupportedOpError
 from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
@@ -28,7 +30,10 @@ FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's def
 class ModelRunner:
     """Runs one canonical model for a method: its forward pass and the explainer graphs of graph methods.
 
-    Sessions are created on first use and kept for the runner's lifetime."""
+    Sessions are created on first use and kept for the runner's lifetime, each without a protobuf copy of
+    the weights (onnxruntime gets them as arrays): models past protobuf's 2 GB limit run as well. The
+    values of the model's other inputs (:mod:`onnxplain.canonical.feeds`) for the current call are in
+    ``feeds`` (set with :meth:`feeding`); every run gets them, repeated to its rows."""
 
     def __init__(self, canonical: CanonicalModel, device: str = "auto", batch_size: int = 32):
         self.canonical = canonical
@@ -43,6 +48,17 @@ class ModelRunner:
         out_shape = canonical.output.shape
         self.classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], (int, np.integer)) \
             and out_shape[-1] > 0 else None
+        self.side = canonical.side_inputs
+        self.feeds = Feeds.none()
+
+    @contextlib.contextmanager
+    def feeding(self, feeds: Feeds):
+        """Runs inside the block get ``feeds`` for the model's other inputs."""
+        old, self.feeds = self.feeds, feeds
+        try:
+            yield
+        finally:
+            self.feeds = old
 
     @property
     def input_name(self) -> str:
@@ -57,14 +73,16 @@ class ModelRunner:
 
     def forward_session(self) -> runtime.Session:
         if self._forward is None:
-            self._forward = runtime.Session(self.canonical.to_onnx(), self.device)
+            weights: dict = {}
+            self._forward = runtime.Session(self.canonical.to_onnx(weights), self.device, initializers=weights)
         return self._forward
 
     def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        return self.forward_session().run_batched({self.input_name: x}, batch_size=self.batch_cap(batch_size))[0]
+        return self.forward_session().run_batched({self.input_name: x, **self.feeds.batched(len(x))},
+                                                  self.feeds.constant, batch_size=self.batch_cap(batch_size))[0]
 
     def forward_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.forward_session().run({self.input_name: rows})[0]
+        return self.forward_session().run({self.input_name: rows, **self.feeds.for_rows(len(rows))})[0]
 
     def _entry(self, method: GraphMethod, classes: int | None = None) -> list:
         """[method, model or None, session or None] of ``method`` at ``classes`` per row."""
@@ -104,7 +122,8 @@ class ModelRunner:
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         sess = self.explainer_session(method)
         rows_in = rows.astype(self.input_dtype, copy=False)  # the model's own input dtype
-        rel = sess.run({self.input_name: rows_in, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
+        feeds = {self.input_name: rows_in, "target": np.asarray(target, np.int64), **self.feeds.for_rows(len(rows))}
+        rel = sess.run(feeds, ["relevance"])[0]
         return rel.astype(rows.dtype, copy=False)
 
 
@@ -214,11 +233,16 @@ class Explainer:
                                  f"the model has {classes} classes (0..{classes - 1})")
         return t
 
-    def logits(self, x) -> np.ndarray:
-        """Forward pass of the canonical model: the logits."""
-        return self.runner.logits(self._check_input(x))
+    def _feeds(self, inputs, n: int) -> Feeds:
+        return Feeds(self.runner.side, inputs, n, self.canonical.source or "the model")
 
-    def explain(self, x, target=None, *, top_k: int | None = None) -> Explanation:
+    def logits(self, x, *, inputs: dict | None = None) -> np.ndarray:
+        """Forward pass of the canonical model: the logits (``inputs``: as for :meth:`explain`)."""
+        x = self._check_input(x)
+        with self.runner.feeding(self._feeds(inputs, len(x))):
+            return self.runner.logits(x)
+
+    def explain(self, x, target=None, *, top_k: int | None = None, inputs: dict | None = None) -> Explanation:
         """Relevance of every input element for the target logit (default: each row's top-1 class).
 
         ``target``: a class index, one per row ([N]), or several per row ([N, K], or [K] given as [1, K]
@@ -229,16 +253,26 @@ class Explainer:
         the method computes from them alone, such as LRP's modified forward) — cost ≤ forward + K ×
         backward instead of K × (forward + backward); the chunks hold ``batch_size`` backward rows (more
         classes than that: a forward per group of classes). Model-level methods (occlusion, IG, ...) run
-        once per class."""
+        once per class.
+
+        ``inputs``: {name: array or .npy path} of the model's other inputs (a metadata vector beside the
+        image, a mask), held fixed while ``x`` is explained (:mod:`onnxplain.canonical.feeds`): one row per
+        sample, or one row (or no batch axis) for all. Every method feeds them to each of its runs,
+        repeated along the copies it makes of ``x``."""
         x = self._check_input(x)
+        with self.runner.feeding(self._feeds(inputs, len(x))):
+            return self._explain(x, target, top_k)
+
+    def _explain(self, x, target, top_k) -> Explanation:
         if top_k is not None or (target is not None and (isinstance(target, str) or np.ndim(target) == 2)):
             return self._explain_classes(x, *self._check_classes(target, top_k, len(x)))
         t = self._check_target(target, len(x))
         if not isinstance(self.method, GraphMethod):  # perturbation and sampling methods run from Python
-            return self.method.explain(self.runner, x, t)
+            return self._model_method(x, t)
         sess = self.runner.explainer_session(self.method)
-        batched = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
-        const = {}
+        feeds = self.runner.feeds
+        batched = {self.input_name: x.astype(self.runner.input_dtype, copy=False), **feeds.batched(len(x))}
+        const = dict(feeds.constant)
         if t is None:
             const["target"] = np.zeros((0,), np.int64)
         else:
@@ -279,7 +313,7 @@ class Explainer:
         """K classes per row; ``t`` None: the top K (in-graph when one run holds them all)."""
         if not isinstance(self.method, GraphMethod):
             t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-            parts = [self.method.explain(self.runner, x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            parts = [self._model_method(x, np.ascontiguousarray(t[:, j])) for j in range(k)]
             extras = {key: np.stack([p.extras[key] for p in parts], 1) for key, v in parts[0].extras.items()
                       if isinstance(v, np.ndarray) and v.shape[:1] == (len(x),)}
             return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
@@ -290,21 +324,23 @@ class Explainer:
             sess = self.runner.explainer_session(self.method, kc)
         except PerClassUnsupported:  # a graph that is not batch-first everywhere: one class at a time
             t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-            parts = [self.explain(x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            parts = [self._explain(x, np.ascontiguousarray(t[:, j]), None) for j in range(k)]
             return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
                                parts[0].extras)
         if t is None and kc < k:
             t = np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-        xin = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
+        xin = {self.input_name: x.astype(self.runner.input_dtype, copy=False), **self.runner.feeds.batched(len(x))}
+        const = self.runner.feeds.constant
         rel = tgt = None
         for g0 in range(0, k, kc):
             if t is None:
-                res = sess.run_batched(xin, {"target": np.zeros((0, kc), np.int64)}, batch_size=max(1, cap // kc),
+                res = sess.run_batched(xin, {"target": np.zeros((0, kc), np.int64), **const}, batch_size=max(1, cap // kc),
                                        outputs=list(OUTPUTS))
             else:
                 cols = t[:, g0:g0 + kc]
                 cols = np.concatenate([cols, np.repeat(cols[:, -1:], kc - cols.shape[1], 1)], 1)  # pad the last group
-                res = sess.run_batched({**xin, "target": cols}, batch_size=max(1, cap // kc), outputs=list(OUTPUTS))
+                res = sess.run_batched({**xin, "target": cols}, const, batch_size=max(1, cap // kc),
+                                       outputs=list(OUTPUTS))
             if kc == k:
                 rel, logits, tgt = res
                 break
@@ -313,6 +349,22 @@ class Explainer:
             rel[:, g0:g0 + kc] = res[0][:, :min(kc, k - g0)]
         return Explanation(relevance=rel, logits=logits, target=tgt if tgt is not None else t, method=self.method.name,
                            extras={"provider": sess.provider, "classes_per_run": kc})
+
+    def _model_method(self, x, t) -> Explanation:
+        """A model-level method on ``x``; sample by sample when the other inputs differ between rows (the
+        method's runs tile and perturb one sample's rows, which then all get that sample's values)."""
+        feeds = self.runner.feeds
+        if not feeds.varying:
+            return self.method.explain(self.runner, x, t)
+        parts = []
+        for i in range(len(x)):
+            with self.runner.feeding(feeds.row(i)):
+                parts.append(self.method.explain(self.runner, x[i:i + 1], None if t is None else t[i:i + 1]))
+        first = parts[0].extras
+        extras = {key: np.concatenate([p.extras[key] for p in parts]) if isinstance(v, np.ndarray)
+                  and v.shape[:1] == (1,) else v for key, v in first.items()}
+        return Explanation(np.concatenate([p.relevance for p in parts]), np.concatenate([p.logits for p in parts]),
+                           np.concatenate([p.target for p in parts]), self.method.name, extras)
 
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"

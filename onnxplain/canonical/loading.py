@@ -141,12 +141,38 @@ def ir_version_for(model: onnx.ModelProto) -> int:
     return min(MAX_IR_VERSION, max(needed, 8))
 
 
-def export_graph(graph: gs.Graph, *, ir_version=None) -> onnx.ModelProto:
-    """gs graph → ModelProto with an IR version the pinned onnxruntime reads."""
+EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
+
+
+def export_graph(graph: gs.Graph, *, ir_version=None, external: dict | None = None) -> onnx.ModelProto:
+    """gs graph → ModelProto with an IR version the pinned onnxruntime reads.
+
+    ``external`` (a dict, filled here): the weights are not copied into the model — each constant of
+    :data:`EXTERNAL_MIN_BYTES` or more becomes an initializer with external data "onnxplain:in-memory" and
+    its array goes into ``external`` by name, for ``runtime.Session(model, initializers=external)``: no
+    protobuf holds the weights, so models past protobuf's 2 GB limit run too. ``graph`` is changed (export
+    a copy when it is kept); the model alone is then not loadable."""
+    if external is not None:
+        _move_out(graph, external)
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = ir_version or ir_version_for(model)
     model.producer_name = "onnxplain"
     return model
+
+
+def _move_out(g: gs.Graph, external: dict):
+    """Large constants of ``g`` → placeholders with external data; their arrays → ``external``."""
+    for t in g.tensors().values():
+        if not isinstance(t, gs.Constant) or isinstance(t._values, gs.ir.tensor.SparseValues):
+            continue
+        if int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize < EXTERNAL_MIN_BYTES:
+            continue
+        arr = np.ascontiguousarray(t.values)
+        ph = onnx.TensorProto(name=t.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape,
+                              data_location=onnx.TensorProto.EXTERNAL)
+        ph.external_data.add(key="location", value="onnxplain:in-memory")
+        t.values = gs.ir.tensor.LazyValues(ph)
+        external[t.name] = arr
 
 
 def convert_opset(model: onnx.ModelProto, where: str, notes: list) -> tuple[onnx.ModelProto, int]:

@@ -36,7 +36,9 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     inp = choose_input(graph, input, where)
     choice = choose_output(graph, output, where, notes)
     io_dtypes = (inp.dtype, graph.tensors()[choice.output].dtype or choice.logits.dtype)
-    restrict(graph, inp, choice.logits, where)
+    side = restrict(graph, inp, choice.logits, where)
+    if side:
+        notes.append(f"explaining input '{inp.name}'; fed by the caller: {', '.join(t.name for t in side)}")
     compute = target_dtype(graph, dtype)
     if compute is not None:  # the model's own dtypes stay at the explainer's boundary (passes/precision.py)
         n = cast_graph(graph, compute)
