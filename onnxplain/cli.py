@@ -17,6 +17,7 @@ from .cli_options import (
     CMAPS,
     Target,
     dtype_option,
+    feed_option,
     graph_options,
     image_options,
     method_option_values,
@@ -69,6 +70,7 @@ def main():
 @rule_options
 @image_options
 @graph_options
+@feed_option
 @dtype_option
 @run_options()
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
@@ -76,7 +78,7 @@ def main():
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
 def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
-            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap):
+            scale, layout, input_name, output_name, feeds, dtype, device, batch_size, fallback, cmap):
     """Explain MODEL's decision on IMAGE files.
 
     Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
@@ -97,7 +99,7 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
     if ex.canonical.output_notice:
         click.echo(f"note: {ex.canonical.output_notice}", err=True)
     report = explain_files(ex, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
-                           cmap=cmap, protected=[model, patterns])
+                           cmap=cmap, protected=[model, patterns], inputs=feeds)
     click.echo("\n".join(_result_line(r) for r in report.results))
     if report.provider:
         click.echo(f"({ex.method.name} ran on onnxruntime's {report.provider})", err=True)

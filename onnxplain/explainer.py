@@ -18,9 +18,10 @@ from . import runtime
 from .canonical import CanonicalModel, canonicalize
 from .canonical.feeds import Feeds
 from .canonical.loading import source_files
+from .canonical.saving import data_path, save_model
 from .errors import OnnxplainError, UnsupportedOpError
 from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
-from .fileio import atomic_write, refuse_inputs
+from .fileio import refuse_inputs
 from .methods import Explanation, GraphMethod, get_method
 
 FALLBACK_METHOD = "occlusion"
@@ -192,9 +193,10 @@ class Explainer:
 
     def export(self, path, inputs=()) -> str:
         """Write the standalone explainer .onnx atomically; never over the source model, its external data
-        or another of ``inputs`` (e.g. a patterns file), also not through a link."""
+        or another of ``inputs`` (e.g. a patterns file), also not through a link. An explainer past
+        protobuf's 2 GB limit keeps its weights in ``<path>.data`` beside it (:mod:`.canonical.saving`)."""
         path = os.fspath(path)
-        refuse_inputs([path], [*source_files(self.canonical.source), *inputs])
+        refuse_inputs([path, data_path(path)], [*source_files(self.canonical.source), *inputs])
         write_model(self.build(), path)
         return path
 
@@ -381,9 +383,10 @@ def _fmt_shape(shape):
     return "(" + ", ".join(str(d) if isinstance(d, (int, np.integer)) and d > 0 else "?" for d in shape) + ")"
 
 
-def write_model(model: onnx.ModelProto, path: str):
-    """Save atomically: a temporary file in the target folder, then rename."""
-    atomic_write(path, lambda f: f.write(model.SerializeToString()), what="explainer model")
+def write_model(model: onnx.ModelProto, path: str) -> list:
+    """Save atomically (a temporary file in the target folder, then rename), with external data in
+    ``<path>.data`` past protobuf's 2 GB limit; the files written."""
+    return save_model(model, path, what="explainer model")
 
 
 __all__ = ["Explainer", "Explanation", "ModelRunner", "UnsupportedOpError", "missing_for", "write_model"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import heatmap
+from .canonical.feeds import Feeds
 from .canonical.loading import source_files
 from .errors import OnnxplainError
 from .fileio import atomic_write, refuse_inputs
@@ -55,16 +56,19 @@ class FilesReport:
 
 
 def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | None = None, size=None,
-                  layout: str = "auto", target=None, cmap: str = "bwr", protected=()) -> FilesReport:
-    """Explain ``images`` with ``explainer`` and write the outputs into ``outdir``."""
+                  layout: str = "auto", target=None, cmap: str = "bwr", protected=(), inputs=None) -> FilesReport:
+    """Explain ``images`` with ``explainer`` and write the outputs into ``outdir``. ``inputs``: the values
+    of the model's other inputs ({name: array or .npy path}; one row for every image or one per image)."""
     pre = preprocessing or Preprocessing()
     canonical = explainer.canonical
     spec = input_spec(canonical.input_shape, canonical.layout, layout)
     x, originals = load_images(images, size=size or spec["size"], channels=spec["channels"] or 3,
                                layout=spec["layout"], scale=pre.scale, mean=pre.mean, std=pre.std)
+    feeds = Feeds(canonical.side_inputs, inputs, len(images), canonical.source or "the model")
     outputs = output_paths(outdir, images, explainer.method.name)
+    fed = [v for v in (inputs or {}).values() if isinstance(v, (str, os.PathLike))]
     refuse_inputs([p for triple in outputs for p in triple],
-                  [*source_files(canonical.source), *protected, *images], hint="choose another --outdir")
+                  [*source_files(canonical.source), *protected, *images, *fed], hint="choose another --outdir")
     results = []
     hint = None if size or spec["size"] else (f"the model does not fix its input size and the images are "
                                               f"{originals[0].shape[0]}x{originals[0].shape[1]}: pass --size H W "
@@ -72,7 +76,8 @@ def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | N
     bar = Progress(len(images), "explaining", len(images) >= PROGRESS_MIN_IMAGES)
     with bar:
         for start in range(0, len(x), explainer.batch_size):
-            res = _explain(explainer, x[start:start + explainer.batch_size], target, hint)
+            stop = min(start + explainer.batch_size, len(x))
+            res = _explain(explainer, x[start:stop], target, hint, feeds.take(start, stop))
             os.makedirs(outdir, exist_ok=True)  # once something is there to write
             for i, (rel, logits, t) in enumerate(zip(res.relevance, res.logits, res.target), start):
                 png, heat, npy = outputs[i]
@@ -84,11 +89,11 @@ def explain_files(explainer, images, outdir, *, preprocessing: Preprocessing | N
     return FilesReport(results, res.extras.get("provider"))
 
 
-def _explain(explainer, x, target, hint):
+def _explain(explainer, x, target, hint, inputs):
     """``explainer.explain``; a failing onnxruntime run gets the ``hint`` (on images of a size the model
     does not fix)."""
     try:
-        return explainer.explain(x, target=target)
+        return explainer.explain(x, target=target, inputs=inputs)
     except OnnxplainError as exc:
         if hint and str(exc).startswith("onnxruntime cannot run"):
             raise OnnxplainError(f"{exc} ({hint})") from None

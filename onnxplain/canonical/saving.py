@@ -1,0 +1,90 @@
+"""Writing a model file: one protobuf, or — past protobuf's 2 GB limit — the graph plus its weights in a
+data file beside it.
+
+A ModelProto cannot be serialised in one piece beyond 2 GiB. :func:`save_model` writes a model whose
+tensors hold more than :data:`EXTERNAL_DATA_ABOVE` bytes the way ONNX's external data does: every
+initializer of :data:`EXTERNAL_MIN_BYTES` or more goes into ``<file>.data`` (:func:`data_path`), 4096-byte
+aligned, and the model file refers to it by its bare name — relative to the model's own folder, so the pair
+loads from any current directory (``onnx.load(path)``, ``onnxruntime.InferenceSession(path)``,
+``onnx.checker.check_model(path, full_check=True)``, onnxplain) as long as the two files stay together.
+
+Atomic: each file is written to a temporary file in the target folder and renamed into place when
+complete, the data file first, so no reader ever sees a partial file and a model file never refers to data
+that is not there. The threshold is a module-level constant, so that a test can lower it.
+"""
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from ..fileio import atomic_write
+
+PROTOBUF_LIMIT = 2 ** 31  # bytes: protobuf cannot serialise a message this large
+EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - (1 << 26)  # tensor bytes beyond which weights go to <file>.data
+EXTERNAL_MIN_BYTES = 1024  # initializers from this size on go to the data file
+ALIGN = 4096  # offsets in the data file (page-aligned, as onnx's own writer does, for memory mapping)
+
+
+def data_path(path) -> str:
+    """The data file of a model saved in two parts: ``<path>.data`` beside it."""
+    return os.fspath(path) + ".data"
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """The serialised size of the model's initializers (protobuf computes it without copying them)."""
+    def graph_bytes(g):
+        total = sum(t.ByteSize() for t in g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                total += a.t.ByteSize() if a.HasField("t") else 0
+                total += sum(graph_bytes(sub) for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs))
+        return total
+    return graph_bytes(model.graph)
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return tensor_bytes(model) > EXTERNAL_DATA_ABOVE
+
+
+def save_model(model: onnx.ModelProto, path, *, what: str = "explainer model") -> list:
+    """Write ``model`` to ``path`` atomically, its weights in :func:`data_path` when it is too large for one
+    protobuf (see the module docstring); the files written. ``model`` is left as it was."""
+    path = os.fspath(path)
+    if not needs_external_data(model):
+        atomic_write(path, lambda f: f.write(model.SerializeToString()), what=what)
+        return [path]
+    location = os.path.basename(data_path(path))
+    big = [t for t in model.graph.initializer if t.ByteSize() >= EXTERNAL_MIN_BYTES and
+           not (t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL)]
+    spans = []
+
+    def write_data(f):
+        offset = 0
+        for t in big:
+            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            pad = (-offset) % ALIGN
+            f.write(b"\0" * pad)
+            f.write(raw)
+            spans.append((offset + pad, len(raw)))
+            offset += pad + len(raw)
+
+    atomic_write(data_path(path), write_data, what=f"{what} data")
+    originals = []
+    try:
+        for t, (offset, length) in zip(big, spans):
+            keep = onnx.TensorProto()
+            keep.CopyFrom(t)
+            originals.append((t, keep))
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                          "string_data"):
+                t.ClearField(field)
+            t.data_location = onnx.TensorProto.EXTERNAL
+            del t.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                t.external_data.add(key=key, value=value)
+        atomic_write(path, lambda f: f.write(model.SerializeToString()), what=what)
+    finally:
+        for t, keep in originals:
+            t.CopyFrom(keep)
+    return [path, data_path(path)]
