@@ -8,9 +8,10 @@ aligned, and the model file refers to it by its bare name — relative to the mo
 loads from any current directory (``onnx.load(path)``, ``onnxruntime.InferenceSession(path)``,
 ``onnx.checker.check_model(path, full_check=True)``, onnxplain) as long as the two files stay together.
 
-Atomic: each file is written to a temporary file in the target folder and renamed into place when
-complete, the data file first, so no reader ever sees a partial file and a model file never refers to data
-that is not there. The threshold is a module-level constant, so that a test can lower it.
+Atomic: both files are written to temporary files in the target folder and renamed into place only when
+both are complete, the data file first (:func:`onnxplain.fileio.atomic_write_all`): a failure leaves
+nothing behind, no reader ever sees a partial file, and a model file never refers to data that is not
+there. The threshold is a module-level constant, so that a test can lower it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import os
 
 import onnx
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_all
 
 PROTOBUF_LIMIT = 2 ** 31  # bytes: protobuf cannot serialise a message this large
 EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - (1 << 26)  # tensor bytes beyond which weights go to <file>.data
@@ -56,35 +57,38 @@ def save_model(model: onnx.ModelProto, path, *, what: str = "explainer model") -
         return [path]
     location = os.path.basename(data_path(path))
     big = [t for t in model.graph.initializer if t.ByteSize() >= EXTERNAL_MIN_BYTES and
+           t.data_type != onnx.TensorProto.STRING and
            not (t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL)]
-    spans = []
-
-    def write_data(f):
-        offset = 0
-        for t in big:
-            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
-            pad = (-offset) % ALIGN
-            f.write(b"\0" * pad)
-            f.write(raw)
-            spans.append((offset + pad, len(raw)))
-            offset += pad + len(raw)
-
-    atomic_write(data_path(path), write_data, what=f"{what} data")
     originals = []
     try:
-        for t, (offset, length) in zip(big, spans):
-            keep = onnx.TensorProto()
-            keep.CopyFrom(t)
-            originals.append((t, keep))
+        offset = 0
+        for t in big:  # each tensor points into the data file (restored below), its bytes kept for writing
+            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            offset += (-offset) % ALIGN
+            originals.append((t, raw))
             for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
                           "string_data"):
                 t.ClearField(field)
             t.data_location = onnx.TensorProto.EXTERNAL
             del t.external_data[:]
-            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
                 t.external_data.add(key=key, value=value)
-        atomic_write(path, lambda f: f.write(model.SerializeToString()), what=what)
+            offset += len(raw)
+
+        def write_data(f):
+            pos = 0
+            for _, raw in originals:
+                f.write(b"\0" * ((-pos) % ALIGN))
+                pos += (-pos) % ALIGN
+                f.write(raw)
+                pos += len(raw)
+
+        # both to temporary files first, renamed when both are complete (the data file first)
+        atomic_write_all([(data_path(path), write_data), (path, lambda f: f.write(model.SerializeToString()))],
+                         what=what)
     finally:
-        for t, keep in originals:
-            t.CopyFrom(keep)
+        for t, raw in originals:  # the same values, as raw data
+            t.ClearField("data_location")
+            del t.external_data[:]
+            t.raw_data = raw
     return [path, data_path(path)]

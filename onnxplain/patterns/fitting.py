@@ -59,9 +59,10 @@ class Collector:
                 self.add(batch[start:start + int(fixed)], into)
             return
         if self._sess is None:
+            weights: dict = {}
             model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
-                                                 sample_shape=batch.shape[1:])
-            self._sess = runtime.Session(model, self.device)
+                                                 sample_shape=batch.shape[1:], external=weights)
+            self._sess = runtime.Session(model, self.device, initializers=weights)
             self._names = [name for _, _, name in self._spec]
         feeds = self.feeds.take(self.offset, self.offset + len(batch))
         self.offset += len(batch)

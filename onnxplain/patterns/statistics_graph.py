@@ -209,10 +209,12 @@ def _dense_sums(b, lay: Layer, x, targets, want_sx, want_xx):
 
 
 def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "two_component",
-                     regime: str = "activation", sample_shape=None):
+                     regime: str = "activation", sample_shape=None, external: dict | None = None):
     """The ONNX model that maps a batch of inputs to the per-batch sums of every layer.
 
-    Returns ``(model, spec)`` with ``spec = [(layer index, key, output name)]``.
+    Returns ``(model, spec)`` with ``spec = [(layer index, key, output name)]``. ``external``: the large
+    weights stay arrays there (:func:`~onnxplain.canonical.export_graph`), for a session without a
+    protobuf copy of them.
     """
     if moments not in MOMENTS:
         raise OnnxplainError(f"moments must be one of {', '.join(MOMENTS)}, not '{moments}'")
@@ -268,7 +270,7 @@ def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "tw
         emit(i, "shape", b.shape(y), np.int64)
     g.outputs = outputs
     g.cleanup().toposort()
-    model = export_graph(g)
+    model = export_graph(g, external=external)
     return model, spec
 
 
