@@ -67,6 +67,9 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     # re-infer shapes so that every tensor of the canonical graph knows its shape and dtype
     model = infer_shapes(export_graph(graph), where)
     graph = gs.import_onnx(model)
+    for t in graph.tensors().values():  # weights as arrays, read once: every copy of the graph shares them
+        if isinstance(t, gs.Constant):
+            t.values  # noqa: B018  (loads and keeps the array; the protobuf it came from is then freed)
     layout = guess_layout(graph.inputs[0])
     return CanonicalModel(graph=graph, input_name=graph.inputs[0].name, output_name=graph.outputs[0].name,
                           opset=opset, layout=layout, source=where, source_ops=src_ops, notes=notes,

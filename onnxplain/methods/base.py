@@ -48,7 +48,10 @@ class Explanation:
 
 class Runner(Protocol):
     """What a :class:`ModelMethod` may ask of the model it explains (implemented by the Explainer's
-    runner in :mod:`onnxplain.explainer`)."""
+    runner in :mod:`onnxplain.explainer`). The model's other inputs (:mod:`onnxplain.canonical.feeds`)
+    are fed by the runner to every run, repeated to its rows: a method passes only the explained input,
+    and every row of one call must come from the same sample when their values differ between samples
+    (the Explainer then calls the method sample by sample)."""
 
     canonical: "CanonicalModel"
     batch_size: int
