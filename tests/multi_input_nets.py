@@ -97,3 +97,16 @@ def baked(model: onnx.ModelProto, values: dict) -> onnx.ModelProto:
     m.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in values.items())
     onnx.checker.check_model(m, full_check=True)
     return m
+
+
+def fixed_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
+    """``model`` exported without ``dynamic_axes`` (torch's default): every input and output has batch
+    ``batch``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        d = vi.type.tensor_type.shape.dim[0]
+        d.Clear()
+        d.dim_value = batch
+    onnx.checker.check_model(m, full_check=True)
+    return m

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import onnxplain
-from multi_input_nets import baked, image_mask_net, image_meta_net
+from multi_input_nets import baked, fixed_batch, image_mask_net, image_meta_net
 from onnxplain.cli import main
 
 RNG = np.random.default_rng(7)
@@ -109,6 +109,19 @@ def test_fixed_mask_is_fed_as_declared():
         for i in range(len(X)):
             ref = onnxplain.Explainer(baked(model, {"mask": mask}), method).explain(X[i:i + 1])
             np.testing.assert_allclose(res.relevance[i], ref.relevance[0], rtol=1e-4, atol=1e-6)
+
+
+def test_fixed_batch_exports(models):
+    """torch's default export (no dynamic_axes): batch 1 on both inputs, made dynamic together."""
+    model = fixed_batch(models["meta"])
+    ex = onnxplain.Explainer(model, "gradient")
+    assert "fixed batch size 1 made dynamic" in ex.canonical.notes and ex.canonical.side_inputs[0].per_row
+    res = ex.explain(X, inputs={"meta": META})
+    ref = onnxplain.Explainer(models["meta"], "gradient").explain(X, inputs={"meta": META})
+    np.testing.assert_array_equal(res.relevance, ref.relevance)
+    occ = onnxplain.Explainer(model, "occlusion").explain(X, inputs={"meta": META})
+    np.testing.assert_array_equal(occ.relevance, onnxplain.Explainer(models["meta"], "occlusion").explain(
+        X, inputs={"meta": META}).relevance)
 
 
 def test_one_row_for_all_and_several_classes(models):
