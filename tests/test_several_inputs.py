@@ -124,6 +124,23 @@ def test_fixed_batch_exports(models):
         X, inputs={"meta": META}).relevance)
 
 
+def test_fp16_model_keeps_the_other_inputs_dtype(models, tmp_path):
+    """An fp16 model (onnxconverter-common) is explained in float32; its other input stays float16 at the
+    boundary, in the canonical graph and in the exported explainer."""
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    m16 = float16.convert_float_to_float16(models["meta"], keep_io_types=False)
+    ex = onnxplain.Explainer(m16, "gradient")
+    assert ex.canonical.side_inputs[0].dtype == np.float16
+    x16, meta16 = X.astype(np.float16), META.astype(np.float16)
+    res = ex.explain(x16, inputs={"meta": meta16})
+    ref = onnxplain.Explainer(models["meta"], "gradient").explain(x16.astype(np.float32),
+                                                                  inputs={"meta": meta16.astype(np.float32)})
+    assert np.corrcoef(res.relevance.ravel(), ref.relevance.ravel())[0, 1] > 0.999  # fp16 weights
+    sess = _session(ex.export(tmp_path / "ex16.onnx"))
+    assert [i.type for i in sess.get_inputs()][:2] == ["tensor(float16)", "tensor(float16)"]
+    np.testing.assert_array_equal(sess.run(None, {"image": x16, "meta": meta16})[0], res.relevance)
+
+
 def test_one_row_for_all_and_several_classes(models):
     ex = onnxplain.Explainer(models["meta"], "lrp.epsilon_plus_flat")
     one = ex.explain(X, inputs={"meta": META[0]})  # no batch axis: the same for every sample
