@@ -110,6 +110,12 @@ class ModelRunner:
             entry[1] = self._build(entry, classes)
         return entry[1]
 
+    def explainer_parts(self, method: GraphMethod) -> tuple:
+        """(model, weights): the explainer graph of ``method`` with its large weights as arrays (shared
+        with the canonical graph, not copied into a protobuf), for writing it out."""
+        weights: dict = {}
+        return self._build(self._entry(method, None), None, weights), weights
+
     def explainer_session(self, method: GraphMethod, classes: int | None = None) -> runtime.Session:
         """The session of that graph, built without a protobuf copy of its weights: onnxruntime gets them
         as arrays (``build_explainer(external=)``), so nothing of that size is serialised or parsed."""
@@ -197,7 +203,11 @@ class Explainer:
         protobuf's 2 GB limit keeps its weights in ``<path>.data`` beside it (:mod:`.canonical.saving`)."""
         path = os.fspath(path)
         refuse_inputs([path, data_path(path)], [*source_files(self.canonical.source), *inputs])
-        write_model(self.build(), path)
+        if isinstance(self.method, GraphMethod):  # the weights go from their arrays to the file
+            model, weights = self.runner.explainer_parts(self.method)
+            save_model(model, path, what="explainer model", arrays=weights)
+        else:
+            write_model(self.build(), path)
         return path
 
     # ---- running ------------------------------------------------------------------------------

@@ -274,7 +274,7 @@ def check_model(model: onnx.ModelProto, where: str) -> None:
         raise ModelError(f"{where} fails the ONNX checker: {first_line(exc)}") from None
 
 
-def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception) -> None:
+def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception, arrays=None) -> None:
     """A ModelError with the strict shape-inference error when onnxruntime cannot load ``model`` either."""
     from ..runtime import Session
 
@@ -282,7 +282,7 @@ def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception)
     probe.CopyFrom(model)
     probe.ir_version = ir_version_for(probe)  # what the pipeline exports: an IR onnxruntime reads
     try:
-        Session(probe, "cpu")
+        Session(probe, "cpu", initializers=arrays)
     except OnnxplainError:
         msg = first_line(strict).replace("[ShapeInferenceError] Inference error(s): ", "")
         raise ModelError(f"{where} cannot run: its shapes do not fit together (shape inference: {msg})") from None
@@ -304,13 +304,25 @@ def _refuse_empty_windows(model: onnx.ModelProto, inferred: onnx.ModelProto, whe
                                  f"shape {size}: its kernel is larger than its padded input")
 
 
-def infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def reinfer(graph: gs.Graph, where: str) -> gs.Graph:
+    """:func:`infer_shapes` of ``graph`` as a new graph whose weights are the same arrays: no protobuf copy
+    of them is made (models past 2 GB). ``graph`` is used up (its large constants become placeholders)."""
+    arrays: dict = {}
+    g = gs.import_onnx(infer_shapes(export_graph(graph, external=arrays), where, arrays))
+    for t in g.tensors().values():
+        if isinstance(t, gs.Constant) and t.name in arrays:
+            t.values = arrays[t.name]
+    return g
+
+
+def infer_shapes(model: onnx.ModelProto, where: str, arrays: dict | None = None) -> onnx.ModelProto:
     """Shape inference (with data propagation) run on the light copy; results copied into ``model``.
 
     Strict where it matters: when strict inference finds shapes that contradict each other (a weight whose
     dims do not fit its input, a 5-D input into a 2-D convolution) and onnxruntime cannot load the model
     either, the model cannot run and the error says why. (Strict inference alone also rejects some models
-    onnxruntime runs; those go on with the lenient result.)
+    onnxruntime runs; those go on with the lenient result.) ``arrays``: the weights ``model`` declares as
+    in-memory external data (:func:`reinfer`).
     """
     light = light_copy(model)
     try:
@@ -320,7 +332,7 @@ def infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
             inferred = shape_inference.infer_shapes(light, data_prop=True)
         except Exception as exc:
             raise ModelError(f"{where}: shape inference failed: {first_line(exc)}") from None
-        _refuse_if_unloadable(model, where, strict)
+        _refuse_if_unloadable(model, where, strict, arrays)
     _refuse_empty_windows(model, inferred, where)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)

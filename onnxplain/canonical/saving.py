@@ -48,26 +48,37 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
     return tensor_bytes(model) > EXTERNAL_DATA_ABOVE
 
 
-def save_model(model: onnx.ModelProto, path, *, what: str = "explainer model") -> list:
+def save_model(model: onnx.ModelProto, path, *, what: str = "explainer model", arrays: dict | None = None) -> list:
     """Write ``model`` to ``path`` atomically, its weights in :func:`data_path` when it is too large for one
-    protobuf (see the module docstring); the files written. ``model`` is left as it was."""
+    protobuf (see the module docstring); the files written. ``model`` is left as it was. ``arrays``:
+    {name: array} of initializers ``model`` declares as in-memory external data
+    (:func:`~.loading.export_graph` with ``external=``): written from the arrays, without a protobuf copy."""
     path = os.fspath(path)
-    if not needs_external_data(model):
-        atomic_write(path, lambda f: f.write(model.SerializeToString()), what=what)
-        return [path]
+    arrays = arrays or {}
+    placeholders = [t for t in model.graph.initializer if t.name in arrays]
+    total = tensor_bytes(model) + sum(int(a.nbytes) for a in arrays.values())
+    inline = [t for t in model.graph.initializer if t.ByteSize() >= EXTERNAL_MIN_BYTES and t.name not in arrays
+              and t.data_type != onnx.TensorProto.STRING and not _external(t)]
+    big = placeholders + (inline if total > EXTERNAL_DATA_ABOVE else [])
     location = os.path.basename(data_path(path))
-    big = [t for t in model.graph.initializer if t.ByteSize() >= EXTERNAL_MIN_BYTES and
-           t.data_type != onnx.TensorProto.STRING and
-           not (t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL)]
     originals = []
     try:
         offset = 0
         for t in big:  # each tensor points into the data file (restored below), its bytes kept for writing
-            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            raw = memoryview(arrays[t.name]).cast("B") if t.name in arrays else \
+                t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            keep = None
+            if t.name in arrays:  # a placeholder (small): restored as it was
+                keep = onnx.TensorProto()
+                keep.CopyFrom(t)
+            originals.append((t, raw, keep))
+            if total <= EXTERNAL_DATA_ABOVE:  # small: the array goes into the model itself
+                del t.external_data[:]
+                t.ClearField("data_location")
+                t.raw_data = bytes(raw)
+                continue
             offset += (-offset) % ALIGN
-            originals.append((t, raw))
-            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
-                          "string_data"):
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 t.ClearField(field)
             t.data_location = onnx.TensorProto.EXTERNAL
             del t.external_data[:]
@@ -77,18 +88,30 @@ def save_model(model: onnx.ModelProto, path, *, what: str = "explainer model") -
 
         def write_data(f):
             pos = 0
-            for _, raw in originals:
+            for _, raw, _ in originals:
                 f.write(b"\0" * ((-pos) % ALIGN))
                 pos += (-pos) % ALIGN
                 f.write(raw)
                 pos += len(raw)
 
+        def write_model(f):
+            f.write(model.SerializeToString())
+
+        if total <= EXTERNAL_DATA_ABOVE:
+            atomic_write(path, write_model, what=what)
+            return [path]
         # both to temporary files first, renamed when both are complete (the data file first)
-        atomic_write_all([(data_path(path), write_data), (path, lambda f: f.write(model.SerializeToString()))],
-                         what=what)
+        atomic_write_all([(data_path(path), write_data), (path, write_model)], what=what)
+        return [path, data_path(path)]
     finally:
-        for t, raw in originals:  # the same values, as raw data
-            t.ClearField("data_location")
-            del t.external_data[:]
-            t.raw_data = raw
-    return [path, data_path(path)]
+        for t, raw, keep in originals:
+            if keep is not None:  # back to the in-memory placeholder
+                t.CopyFrom(keep)
+            else:  # the same values, as raw data
+                t.ClearField("data_location")
+                del t.external_data[:]
+                t.raw_data = raw
+
+
+def _external(t) -> bool:
+    return t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
