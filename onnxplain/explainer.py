@@ -372,11 +372,7 @@ class Explainer:
         for i in range(len(x)):
             with self.runner.feeding(feeds.row(i)):
                 parts.append(self.method.explain(self.runner, x[i:i + 1], None if t is None else t[i:i + 1]))
-        first = parts[0].extras
-        extras = {key: np.concatenate([p.extras[key] for p in parts]) if isinstance(v, np.ndarray)
-                  and v.shape[:1] == (1,) else v for key, v in first.items()}
-        return Explanation(np.concatenate([p.relevance for p in parts]), np.concatenate([p.logits for p in parts]),
-                           np.concatenate([p.target for p in parts]), self.method.name, extras)
+        return Explanation.concatenate(parts)
 
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"

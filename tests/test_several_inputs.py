@@ -99,6 +99,8 @@ def test_methods_equal_the_baked_model(models, net, method):
         scale = np.abs(ref.relevance).max()
         np.testing.assert_allclose(res.relevance[i], ref.relevance[0], rtol=1e-4, atol=1e-5 * scale)
         assert np.isfinite(res.relevance).all() and scale > 0
+        if method == "integrated_gradients":  # per-row extras joined across the samples
+            np.testing.assert_allclose(res.extras["delta"][i], ref.extras["delta"][0], rtol=1e-4, atol=1e-5)
 
 
 def test_fixed_mask_is_fed_as_declared():
