@@ -14,10 +14,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from ..canonical import CanonicalModel, export_graph
+from ..canonical.loading import reinfer
 from ..canonical.passes import fill_batch_free_dims
 from ..errors import OnnxplainError
 from ..graph import Builder, static_shape
@@ -53,21 +53,21 @@ def _fixed_input_graph(canonical: CanonicalModel, sample_shape) -> gs.Graph:
     g = canonical.graph
     if all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
         return g.copy()
-    model = canonical.to_onnx()
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != len(sample_shape) + 1:
+    g = g.copy()
+    x = g.inputs[0]
+    if not x.shape or len(x.shape) != len(sample_shape) + 1:
         raise OnnxplainError(f"data samples have shape {tuple(sample_shape)} but the model input has rank "
-                             f"{len(dims)}")
-    for d, v in zip(list(dims)[1:], sample_shape):
-        d.Clear()
-        d.dim_value = int(v)
-    model.graph.ClearField("value_info")
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    g = gs.import_onnx(model)
+                             f"{len(x.shape or [])}")
+    x.shape = [x.shape[0], *(int(v) for v in sample_shape)]
+    ends = {id(t) for t in (*g.inputs, *g.outputs)}
+    for t in g.tensors().values():  # every inner shape inferred anew at this input size
+        if isinstance(t, gs.Variable) and id(t) not in ends:
+            t.shape = None
+    where = canonical.source or "the model"
+    g = reinfer(g, where)  # the weights stay arrays: no protobuf copy of them
     if not all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
         # dims unknown only because the batch is symbolic (a Reshape to [N, h, w, -1] before a projection)
-        fill_batch_free_dims(g, lambda t: gs.import_onnx(onnx.shape_inference.infer_shapes(export_graph(t),
-                                                                                           data_prop=True)))
+        fill_batch_free_dims(g, lambda t: reinfer(t, where))
     return g
 
 
