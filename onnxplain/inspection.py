@@ -34,10 +34,12 @@ def explainer_io_lines(model: onnx.ModelProto) -> list:
     graph = model.graph
     defaults = {t.name for t in graph.initializer}
     lines = ["inputs:"]
-    for vi in graph.input:
+    for i, vi in enumerate(graph.input):
         note = ""
         if vi.name in defaults:
             note = "  (optional; empty = top-1)" if vi.name == "target" else "  (optional; has a default)"
+        elif i > 0:
+            note = "  (the model's other input: fed as for the model)"
         lines.append(f"  {vi.name}: {value_info(vi)}{note}")
     lines.append("outputs:")
     lines += [f"  {vi.name}: {value_info(vi)}" for vi in graph.output]
@@ -120,7 +122,8 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     lines.append(f"explained output: {canonical.source_output} ({canonical.output_reason})")
     lines.append(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
     # the output notice says what the outputs section does
-    lines += [f"note: {note}" for note in canonical.notes if note != canonical.output_notice]
+    lines += [f"note: {note}" for note in canonical.notes  # the inputs/outputs sections say these
+              if note != canonical.output_notice and not note.startswith("explaining input")]
     lines.append(f"{'ops:':<26} {'source':>8} {'canonical':>9}")
     source, ops = canonical.source_ops, canonical.ops
     for op, _ in sorted((collections.Counter(source) + collections.Counter(ops)).items(),

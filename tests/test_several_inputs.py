@@ -221,6 +221,9 @@ def test_inspect_and_cli(models, tmp_path):
     res = runner.invoke(main, ["fit-patterns", str(src), *images, "--feed", f"meta={tmp_path / 'meta.npy'}",
                                "-o", str(tmp_path / "p.npz")])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["signal-quality", str(src), str(tmp_path / "p.npz"), *images, "--no-split",
+                               "--feed", f"meta={tmp_path / 'meta.npy'}"])
+    assert res.exit_code == 0 and "/trunk/conv/Conv" in res.output, res.output
     mask_src = tmp_path / "mask.onnx"
     onnx.save(models["mask"], mask_src)
     res = runner.invoke(main, ["export", str(mask_src), "-m", "gradient", "--input", "image", "-o",
