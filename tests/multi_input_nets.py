@@ -80,6 +80,21 @@ def image_mask_net(classes=4, seed=1, fixed_mask=False):
     return _model(nodes, w, inputs, [helper.make_tensor_value_info("output", F, ["batch_size", classes])])
 
 
+def image_category_net(classes=5, seed=2, categories=6):
+    """image [batch, 3, 8, 8] + an int64 category [batch] looked up in an embedding (``Gather``, as torch's
+    ``nn.Embedding`` exports) and joined to the image features by a Concat."""
+    rng = np.random.default_rng(seed)
+    nodes, w, feat = _trunk(rng, "image")
+    w.update({"emb.weight": rng.standard_normal((categories, 4)) * 0.5,
+              "head.weight": rng.standard_normal((classes, feat + 4)) * 0.3, "head.bias": np.zeros(classes)})
+    nodes += [n("Gather", ["emb.weight", "category"], ["/emb/Gather_output_0"], name="/emb/Gather", axis=0),
+              n("Concat", ["/Flatten_output_0", "/emb/Gather_output_0"], ["/Concat_output_0"], name="/Concat", axis=1),
+              n("Gemm", ["/Concat_output_0", "head.weight", "head.bias"], ["output"], name="/head/Gemm", transB=1)]
+    inputs = [helper.make_tensor_value_info("image", F, ["batch_size", 3, 8, 8]),
+              helper.make_tensor_value_info("category", TensorProto.INT64, ["batch_size"])]
+    return _model(nodes, w, inputs, [helper.make_tensor_value_info("output", F, ["batch_size", classes])])
+
+
 def baked(model: onnx.ModelProto, values: dict) -> onnx.ModelProto:
     """``model`` with the inputs in ``values`` replaced by constants of those values (one sample: the other
     inputs get batch 1)."""
@@ -94,7 +109,7 @@ def baked(model: onnx.ModelProto, values: dict) -> onnx.ModelProto:
         o.type.tensor_type.shape.dim[0].dim_value = 1
     del m.graph.input[:]
     m.graph.input.extend(keep)
-    m.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in values.items())
+    m.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in values.items())
     onnx.checker.check_model(m, full_check=True)
     return m
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import onnxplain
-from multi_input_nets import baked, fixed_batch, image_mask_net, image_meta_net
+from multi_input_nets import baked, fixed_batch, image_category_net, image_mask_net, image_meta_net
 from onnxplain.cli import main
 
 RNG = np.random.default_rng(7)
@@ -101,6 +101,25 @@ def test_methods_equal_the_baked_model(models, net, method):
         assert np.isfinite(res.relevance).all() and scale > 0
         if method == "integrated_gradients":  # per-row extras joined across the samples
             np.testing.assert_allclose(res.extras["delta"][i], ref.extras["delta"][0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradient", "lrp.epsilon_plus_flat", "integrated_gradients", "occlusion"])
+def test_integer_category_input(method, tmp_path):
+    """An int64 category beside the image (an embedding lookup): fed as integers, explained per sample,
+    kept as an int64 input by export."""
+    model = image_category_net()
+    cats = np.array([1, 4], np.int64)
+    ex = onnxplain.Explainer(model, method, **METHODS[method])
+    assert [s.dtype for s in ex.canonical.side_inputs] == [np.int64]
+    res = ex.explain(X, inputs={"category": cats})
+    for i in range(len(X)):
+        ref = onnxplain.Explainer(baked(model, {"category": cats[i:i + 1]}), method, **METHODS[method]).explain(X[i:i + 1])
+        np.testing.assert_allclose(res.relevance[i], ref.relevance[0], rtol=1e-4, atol=1e-6)
+    if method in ("gradient", "integrated_gradients"):
+        sess = _session(ex.export(tmp_path / "ex.onnx"))
+        assert sess.get_inputs()[1].type == "tensor(int64)"
+        np.testing.assert_allclose(sess.run(None, {"image": X, "category": cats})[0], res.relevance, rtol=1e-4,
+                                   atol=1e-6)
 
 
 def test_fixed_mask_is_fed_as_declared():
