@@ -277,7 +277,10 @@ def check_model(model: onnx.ModelProto, where: str) -> None:
 def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception, arrays=None) -> None:
     """A ModelError with the strict shape-inference error when onnxruntime cannot load ``model`` either."""
     from ..runtime import Session
+    from .saving import needs_external_data
 
+    if needs_external_data(model):  # no protobuf can take it to onnxruntime: the lenient result stands
+        return
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.ir_version = ir_version_for(probe)  # what the pipeline exports: an IR onnxruntime reads
