@@ -18,6 +18,7 @@ from .cli_options import (
     Target,
     dataset_options,
     dtype_option,
+    feed_option,
     figure_options,
     graph_options,
     image_options,
@@ -74,6 +75,7 @@ def main():
 @layer_option
 @image_options
 @graph_options
+@feed_option
 @dtype_option
 @run_options()
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
@@ -82,7 +84,7 @@ def main():
               help="Heatmap colours: negative blue, zero white, positive red.")
 @figure_options
 def explain(model, images, methods, options, target, outdir, top_k, limit, resume, rules, first_layer, patterns,
-            layer, size, mean, std, scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap,
+            layer, size, mean, std, scale, layout, input_name, output_name, feeds, dtype, device, batch_size, fallback, cmap,
             labels, overlay, scaling):
     """Explain MODEL's decisions on INPUTS: image files, folders, glob patterns, @list.txt files, .npy
     arrays (N, ...) in the model's input layout, .csv rows (a header row names the features).
@@ -106,7 +108,7 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
         click.echo(f"note: {line}", err=True)
     report = explain_dataset(exs, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
                              top_k=top_k, labels=names, cmap=cmap, overlay=overlay, scaling=scaling, limit=limit,
-                             resume=resume, protected=[model, patterns, labels],
+                             resume=resume, protected=[model, patterns, labels], inputs_fed=feeds,
                              on_result=lambda r: click.echo(result_line(r, names), err=not r.ok))
     for line in summary_lines(report, exs):
         click.echo(line, err=True)

@@ -176,10 +176,27 @@ layer_option = click.option(
          "conv activation / ViT block; `onnxplain inspect` lists the layers).")
 
 graph_options = compose(
-    click.option("--input", "input_name", metavar="NAME", help="Image input to explain (default: automatic)."),
+    click.option("--input", "input_name", metavar="NAME",
+                 help="Input to explain (default: the only float input, else the only image-shaped one); the "
+                      "model's other inputs are given with --feed (kept as inputs by export)."),
     click.option("--output", "output_name", metavar="NAME",
                  help="Logits output (default: automatic; trailing Softmax etc. are stripped)."),
 )
+
+def parse_feeds(ctx, param, values) -> dict:
+    feeds = {}
+    for item in values:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise click.BadParameter(f"expected NAME=FILE.npy, got {item!r}", ctx, param)
+        feeds[key.strip()] = path.strip()
+    return feeds
+
+
+feed_option = click.option(
+    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=FILE.npy",
+    help="Value of another model input (a metadata vector, a mask) held fixed while --input is explained: a "
+         ".npy array with one row for every input or one row per input, in order; repeatable.")
 
 image_options = compose(
     click.option("--size", nargs=2, type=int, metavar="H W",

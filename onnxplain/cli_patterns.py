@@ -12,7 +12,7 @@ import time
 
 import click
 
-from .cli_options import compose, device_option, graph_options, image_options
+from .cli_options import compose, device_option, feed_option, graph_options, image_options
 from .progress import Progress
 
 ESTIMATORS = ("two_component", "linear", "all")  # = patterns.ESTIMATORS
@@ -25,7 +25,7 @@ def _data_options(f):
                      help="Inputs per onnxruntime run."),
         click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Use at most N inputs."),
-        image_options, device_option, graph_options,
+        image_options, device_option, graph_options, feed_option,
     )(f)
 
 
@@ -33,6 +33,7 @@ def _api(options: dict) -> dict:
     """The data, device and graph options as the keywords of fit_patterns / signal_quality."""
     options = dict(options)
     options["input"], options["output"] = options.pop("input_name"), options.pop("output_name")
+    options["inputs"] = options.pop("feeds") or None
     return options
 
 

@@ -58,26 +58,40 @@ def atomic_write(path, write, *, what: str = "file") -> str:
     On any error the temporary file is removed and an existing ``path`` is left untouched; OS errors
     become one-line :class:`OnnxplainError` messages.
     """
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OnnxplainError(f"cannot write {what} {path}: the folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise OnnxplainError(f"cannot write {what} {path}: it is a folder; give a file path")
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
+    return atomic_write_all([(path, write)], what=what)[0]
+
+
+def atomic_write_all(items, *, what: str = "file") -> list:
+    """:func:`atomic_write` for files that belong together (a model and its data file): every
+    ``write(f)`` goes to a temporary file beside its ``path`` first; only when all are complete are they
+    renamed into place, in the order given. On any error every temporary file is removed and the existing
+    files are left untouched. Returns the paths."""
+    temps, current = [], ""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # respects the umask
         try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
+            for path, write in items:
+                path = current = os.fspath(path)
+                folder, base = os.path.split(os.path.abspath(path))
+                if not os.path.isdir(folder):
+                    raise OnnxplainError(f"cannot write {what} {path}: the folder {folder} does not exist")
+                if os.path.isdir(path):
+                    raise OnnxplainError(f"cannot write {what} {path}: it is a folder; give a file path")
+                tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # respects the umask
+                temps.append((tmp, path))
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+            for tmp, path in temps:
+                current = path
+                os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            for tmp, _ in temps:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             raise
     except OSError as e:
-        raise OnnxplainError(f"cannot write {what} {path}: {e.strerror or e}; check that the folder is "
+        raise OnnxplainError(f"cannot write {what} {current}: {e.strerror or e}; check that the folder is "
                              "writable and has space") from None
-    return path
+    return [path for _, path in temps]

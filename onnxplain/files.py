@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import gallery, heatmap, inputs
+from .canonical.feeds import Feeds
 from .canonical.loading import source_files
 from .errors import OnnxplainError
 from .fileio import InputGuard, atomic_write
@@ -62,19 +63,24 @@ class DatasetReport:
 
 def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None, layout="auto", target=None,
                     top_k=None, labels=None, cmap="bwr", overlay="side", scaling="symmetric", limit=None,
-                    resume=False, protected=(), on_result=None) -> DatasetReport:
+                    resume=False, protected=(), on_result=None, inputs_fed=None) -> DatasetReport:
     """Explain ``items`` (files, folders, globs, ``@list.txt``) with every Explainer of ``explainers`` (one
     canonical model; see :meth:`onnxplain.Explainer.with_method`) into ``outdir``, as the module docstring
-    says. ``on_result(result)`` is called for every input as soon as it is done (failures included)."""
+    says. ``on_result(result)`` is called for every input as soon as it is done (failures included).
+    ``inputs_fed``: the values of the model's other inputs ({name: array or .npy path}; one row for all
+    samples, or one per sample in the order of the samples found, before ``limit``)."""
     first = explainers[0]
     canonical = first.canonical
     spec = inputs.Spec.of(canonical.input_shape, canonical.layout, layout, size)
     files = inputs.expand(items)
-    entries = inputs.entries(files, spec)[:limit]
+    found = inputs.entries(files, spec)
+    feeds = Feeds(canonical.side_inputs, inputs_fed, len(found), canonical.source or "the model")
+    entries = found[:limit]
     methods = [ex.method.name for ex in explainers]
     target = [int(t) for t in np.ravel(target)] if isinstance(target, (tuple, list, np.ndarray)) else target
     request = {"target": target, "top_k": top_k, "methods": methods}  # what was asked: --resume compares it
-    guard = InputGuard([*source_files(canonical.source), *protected, *files], hint="choose another --outdir")
+    fed = [v for v in (inputs_fed or {}).values() if isinstance(v, (str, os.PathLike))]
+    guard = InputGuard([*source_files(canonical.source), *protected, *files, *fed], hint="choose another --outdir")
     _refuse_stem_inputs(guard, outdir, {e.stem for e in entries})
     index = [os.path.join(outdir, n) for n in (RESULTS, gallery.CSV, gallery.HTML)]
     guard.check(index)
@@ -88,7 +94,8 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
         from .images import Preprocessing
         pre = Preprocessing()
     several = (top_k or 1) > 1 or np.ndim(target) >= 1
-    stream = explain_stream(explainers, todo, spec, pre, target=target, top_k=top_k, batch_size=first.runner.batch_cap())
+    stream = explain_stream(explainers, todo, spec, pre, target=target, top_k=top_k, batch_size=first.runner.batch_cap(),
+                            feeds=(feeds, {id(e): i for i, e in enumerate(found)}))
     pending = []  # failures before the first success: a run where nothing works is one error, nothing written
     jsonl = None
     try:

@@ -9,6 +9,7 @@ import onnx
 
 from . import runtime
 from .canonical import canonicalize
+from .canonical.feeds import zeros
 from .errors import OnnxplainError
 from .explainer import missing_for
 from .images import image_input_spec
@@ -36,10 +37,12 @@ def explainer_io_lines(model: onnx.ModelProto) -> list:
     graph = model.graph
     defaults = {t.name for t in graph.initializer}
     lines = ["inputs:"]
-    for vi in graph.input:
+    for i, vi in enumerate(graph.input):
         note = ""
         if vi.name in defaults:
             note = "  (optional; empty = top-1)" if vi.name == "target" else "  (optional; has a default)"
+        elif i > 0:
+            note = "  (the model's other input: fed as for the model)"
         lines.append(f"  {vi.name}: {value_info(vi)}{note}")
     lines.append("outputs:")
     lines += [f"  {vi.name}: {value_info(vi)}" for vi in graph.output]
@@ -79,8 +82,10 @@ def run_problem(canonical) -> str | None:
     if not shape or not all(static[1:]):
         return None
     x = np.zeros([int(d) if ok else 1 for d, ok in zip(shape, static)], dtype=canonical.dtype)
+    weights: dict = {}
     try:
-        logits = runtime.Session(canonical.to_onnx(), "cpu").run({canonical.input_name: x})[0]
+        logits = runtime.Session(canonical.to_onnx(weights), "cpu", initializers=weights).run(
+            {canonical.input_name: x, **zeros(canonical.side_inputs)})[0]
     except OnnxplainError as exc:
         return str(exc)
     if np.issubdtype(np.asarray(logits).dtype, np.floating) and not np.isfinite(logits).all():
@@ -103,6 +108,16 @@ def layer_lines(canonical) -> list:
     return lines
 
 
+def _input_roles(canonical, named) -> dict:
+    """{input name: its role} for the inputs section of ``inspect``."""
+    how = "named with --input" if named else "automatic: the only float input, else the only image-shaped one"
+    roles = {canonical.input_name: f"explained ({how})"}
+    for spec in canonical.side_inputs:
+        roles[spec.name] = "fed by the caller (--feed " + spec.name + "=FILE.npy)" + \
+            (", one row per sample or one for all" if spec.per_row else "")
+    return roles
+
+
 def inspect_lines(model, input: str | None = None, output: str | None = None) -> list:
     """The report of ``onnxplain inspect``: inputs, outputs (which is explained and why, what the others
     are), the chosen image input and logits, canonicalisation notes, the op histogram of the source and
@@ -111,17 +126,22 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     proto = onnx.load(model, load_external_data=False)
     weights = {t.name for t in proto.graph.initializer}
     lines = ["inputs:"]
-    lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}"
+    roles = _input_roles(canonical, input)
+    lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}  {roles.get(vi.name, 'not used by the explained output')}"
               for vi in proto.graph.input if vi.name not in weights]
     lines.append("outputs:")
     roles = canonical.output_roles
     lines += [f"  {vi.name}: {value_info(vi)}  {roles.get(vi.name, '')}".rstrip() for vi in proto.graph.output]
     lines.append(f"image input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} "
                  f"(layout {canonical.layout or '?'})")
+    if canonical.side_inputs:
+        lines.append(f"fed inputs: {', '.join(s.describe() for s in canonical.side_inputs)} (held fixed; "
+                     "--feed NAME=FILE.npy, inputs={NAME: array} in the API; export keeps them as inputs)")
     lines.append(f"explained output: {canonical.source_output} ({canonical.output_reason})")
     lines.append(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
     # the output notice says what the outputs section does
-    lines += [f"note: {note}" for note in canonical.notes if note != canonical.output_notice]
+    lines += [f"note: {note}" for note in canonical.notes  # the inputs/outputs sections say these
+              if note != canonical.output_notice and not note.startswith("explaining input")]
     lines.append(f"{'ops:':<26} {'source':>8} {'canonical':>9}")
     source, ops = canonical.source_ops, canonical.ops
     for op, _ in sorted((collections.Counter(source) + collections.Counter(ops)).items(),

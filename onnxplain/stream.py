@@ -50,9 +50,12 @@ class Result:
         return probabilities(self.logits)
 
 
-def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top_k=None, batch_size=32):
+def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top_k=None, batch_size=32,
+                   feeds=None):
     """Yield a :class:`Result` per entry, in order (see the module docstring). ``target``: None (each
-    input's top class, or its ``top_k`` classes), a class index, or a list of classes for every input."""
+    input's top class, or its ``top_k`` classes), a class index, or a list of classes for every input.
+    ``feeds``: (:class:`~onnxplain.canonical.feeds.Feeds`, {id(entry): its row}) for a model's other
+    inputs."""
     explainers = list(explainers)
     if isinstance(target, (list, tuple)) or np.ndim(target) == 1:  # the same classes for every input
         target = np.asarray(target, np.int64).reshape(1, -1)
@@ -63,12 +66,12 @@ def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top
         done = {}
         if samples:
             try:
-                done = dict(zip(map(id, samples), _explain(explainers, samples, target, top_k)))
+                done = dict(zip(map(id, samples), _explain(explainers, samples, target, top_k, feeds)))
             except Exception:  # noqa: BLE001 — retry one by one so that only the failing sample is lost
                 errors = []
                 for s in samples:
                     try:
-                        done[id(s)] = _explain(explainers, [s], target, top_k)[0]
+                        done[id(s)] = _explain(explainers, [s], target, top_k, feeds)[0]
                     except Exception as exc:  # noqa: BLE001
                         errors.append(exc)
                         done[id(s)] = Result(s.entry, s, error=_one_line(exc, spec))
@@ -92,14 +95,15 @@ def _one_line(exc: Exception, spec) -> str:
     return text
 
 
-def _explain(explainers, samples, target, top_k) -> list:
+def _explain(explainers, samples, target, top_k, feeds=None) -> list:
     x = np.stack([s.x for s in samples])
     several = top_k is not None and top_k > 1 or np.ndim(target) == 2
-    first = explainers[0].explain(x, target=target, top_k=top_k if several else None)
+    fed = {} if feeds is None else {"inputs": feeds[0].select([feeds[1][id(s.entry)] for s in samples])}
+    first = explainers[0].explain(x, target=target, top_k=top_k if several else None, **fed)
     targets = np.asarray(first.target, np.int64).reshape(len(x), -1)
     rels = {first.method: _per_class(first.relevance, several)}
     for ex in explainers[1:]:
-        res = ex.explain(x, target=targets if several else targets[:, 0])
+        res = ex.explain(x, target=targets if several else targets[:, 0], **fed)
         rels[res.method] = _per_class(res.relevance, several)
     provider = first.extras.get("provider")
     return [Result(s.entry, s, np.asarray(first.logits[i]), targets[i], {m: r[i] for m, r in rels.items()},

@@ -101,7 +101,7 @@ LAYERS = [
     ["onnxplain"],
     ["files", "inspection", "gallery", "concepts"],
     ["evaluation"],
-    ["explainer", "stream"],
+    ["explainer", "stream", "runner"],
     ["explainer_graph"],
     ["sampling"],
     ["lrp", "patterns", "perturbation", "cam"],

@@ -70,27 +70,34 @@ def is_float(t) -> bool:
 
 
 def choose_input(graph: gs.Graph, name: str | None, where: str) -> gs.Variable:
-    """The input named ``name``, else the only floating-point input, else the only 4-D one."""
+    """The input to explain: the one named ``name``; else the only floating-point input; else the only
+    float input of image shape (rank ≥ 3: an image beside a metadata vector); else a :class:`ModelError`
+    naming the inputs and how to choose. The other inputs become side inputs fed by the caller
+    (:mod:`.feeds`)."""
     cands = [t for t in graph.inputs if isinstance(t, gs.Variable)]
     if name is not None:
         for t in cands:
             if t.name == name:
+                if _dtype_kind(t) != "f":
+                    raise ModelError(f"{where}: input '{name}' is {_type_name(t.dtype) if _dtype_kind(t) is None else np.dtype(t.dtype).name}, "
+                                     "not floating point; onnxplain explains a float input")
                 return t
         raise ModelError(f"{where} has no input '{name}'; its inputs are: {', '.join(t.name for t in cands)}")
+    floats = [t for t in cands if _dtype_kind(t) == "f"]
     odd = [t for t in cands if t.dtype is not None and _dtype_kind(t) is None]
-    if odd:
+    if odd and not floats:
         raise ModelError(f"{where}: input '{odd[0].name}' has type {_type_name(odd[0].dtype)}, "
                          "which onnxplain cannot feed; export the model with a float32 or float16 input")
-    floats = [t for t in cands if _dtype_kind(t) == "f"]
     if len(floats) == 1:
         return floats[0]
-    images = [t for t in floats if t.shape is not None and len(t.shape) == 4]
+    images = [t for t in floats if t.shape is not None and len(t.shape) >= 3]
     if len(images) == 1:
         return images[0]
     if not floats:
         raise ModelError(f"{where} has no floating-point input to explain")
-    raise ModelError(f"{where} has several inputs ({', '.join(t.name for t in floats)}); "
-                     "choose one with input=NAME (--input NAME)")
+    listed = ", ".join(f"{t.name} {_fmt(t.shape)}" for t in floats)
+    raise ModelError(f"{where} has several inputs ({listed}); choose the one to explain with input=NAME "
+                     "(--input NAME) and feed the others with inputs={NAME: array} (--feed NAME=FILE.npy)")
 
 
 # ---- tracing an output back to its logits -----------------------------------------------------------
@@ -304,18 +311,31 @@ def _append(notes, note):
         notes.append(note)
 
 
-def restrict(graph: gs.Graph, inp: gs.Variable, logits: gs.Tensor, where: str) -> None:
-    """Make ``inp`` the graph's only input and ``logits`` its only output, dropping everything else; an
-    error when the logits also depend on another (non-constant) input."""
+def restrict(graph: gs.Graph, inp: gs.Variable, logits: gs.Tensor, where: str) -> list:
+    """Make ``inp`` the graph's first input and ``logits`` its only output, dropping everything else; the
+    other inputs the logits depend on stay, after it in the source's order (side inputs, :mod:`.feeds`).
+    Returns the side inputs. A side input whose first axis is symbolic shares the explained input's batch
+    symbol (they are fed row by row together)."""
+    sources = [t.name for t in graph.inputs]
     graph.inputs = [inp]
     graph.outputs = [logits]
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    others = sorted({t.name for node in graph.nodes for t in node.inputs
-                     if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not inp})
-    if others:
-        raise ModelError(f"{where}: the logits also depend on input(s) {', '.join(others)}; onnxplain "
-                         "explains one input at a time and needs the others fixed (export the model with them "
-                         "as constants)")
+    read = {t.name for node in graph.nodes for t in node.inputs if isinstance(t, gs.Variable) and t.name}
+    tensors = graph.tensors()
+    others = [tensors[s] for s in sources if s in read and s != inp.name and s in tensors]
+    loose = sorted(t for t in read if t in tensors and not tensors[t].inputs and
+                   isinstance(tensors[t], gs.Variable) and t != inp.name and t not in {o.name for o in others})
+    if loose:  # read but neither produced nor an input of the source: a broken graph
+        raise ModelError(f"{where}: the logits depend on tensor(s) {', '.join(loose)} that no node computes")
+    for t in others:
+        if t.dtype is not None and _dtype_kind(t) is None:
+            raise ModelError(f"{where}: input '{t.name}' has type {_type_name(t.dtype)}, which onnxplain cannot "
+                             "feed; export the model with another type for it")
+        batch = inp.shape[0] if inp.shape else None
+        if t.shape and isinstance(batch, str) and isinstance(t.shape[0], str):
+            t.shape = [batch, *t.shape[1:]]
+    graph.inputs = [inp, *others]
+    return others
 
 
 def guess_layout(inp: gs.Variable) -> str | None:

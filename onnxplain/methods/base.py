@@ -45,10 +45,25 @@ class Explanation:
     def __iter__(self):  # allows ``relevance, logits, target = ex.explain(x)``
         return iter((self.relevance, self.logits, self.target))
 
+    @classmethod
+    def concatenate(cls, parts: list) -> "Explanation":
+        """The explanations of consecutive rows as one; per-row extras (arrays with the parts' rows) joined,
+        the others taken from the first part."""
+        rows = [len(p.logits) for p in parts]
+        extras = {key: np.concatenate([p.extras[key] for p in parts]) if isinstance(v, np.ndarray)
+                  and v.shape[:1] == (rows[0],) and all(np.shape(p.extras.get(key))[:1] == (r,)
+                                                        for p, r in zip(parts, rows)) else v
+                  for key, v in parts[0].extras.items()}
+        return cls(np.concatenate([p.relevance for p in parts]), np.concatenate([p.logits for p in parts]),
+                   np.concatenate([p.target for p in parts]), parts[0].method, extras)
+
 
 class Runner(Protocol):
     """What a :class:`ModelMethod` may ask of the model it explains (implemented by the Explainer's
-    runner in :mod:`onnxplain.explainer`)."""
+    runner in :mod:`onnxplain.explainer`). The model's other inputs (:mod:`onnxplain.canonical.feeds`)
+    are fed by the runner to every run, repeated to its rows: a method passes only the explained input,
+    and every row of one call must come from the same sample when their values differ between samples
+    (the Explainer then calls the method sample by sample)."""
 
     canonical: "CanonicalModel"
     batch_size: int

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import runtime
 from ..canonical import CanonicalModel, canonicalize
+from ..canonical.feeds import Feeds
 from ..canonical.loading import source_files
 from ..errors import OnnxplainError
 from ..fileio import refuse_inputs
@@ -25,11 +26,15 @@ def as_canonical(model, input=None, output=None) -> CanonicalModel:
 
 
 class Collector:
-    """Runs the statistics graph batch by batch and accumulates in float64."""
+    """Runs the statistics graph batch by batch and accumulates in float64. ``inputs``: the values of the
+    model's other inputs (:mod:`onnxplain.canonical.feeds`), one row for all samples or one row per sample
+    of the data stream (``offset`` counts the samples seen; set it to 0 to start a stream again)."""
 
-    def __init__(self, canonical, layers, moments, regime, device):
+    def __init__(self, canonical, layers, moments, regime, device, inputs=None):
         self.canonical, self.layers, self.moments, self.regime = canonical, layers, moments, regime
         self.device = device
+        self.feeds = Feeds(canonical.side_inputs, inputs, None, canonical.source or "the model")
+        self.offset = 0
         self.stats = Statistics(layers, moments, regime, model_fingerprint=canonical.fingerprint())
         self._sess = None
         self._spec = None
@@ -54,21 +59,25 @@ class Collector:
                 self.add(batch[start:start + int(fixed)], into)
             return
         if self._sess is None:
+            weights: dict = {}
             model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
-                                                 sample_shape=batch.shape[1:])
-            self._sess = runtime.Session(model, self.device)
+                                                 sample_shape=batch.shape[1:], external=weights)
+            self._sess = runtime.Session(model, self.device, initializers=weights)
             self._names = [name for _, _, name in self._spec]
-        res = self._sess.run({self.canonical.input_name: batch}, self._names)
+        feeds = self.feeds.take(self.offset, self.offset + len(batch))
+        self.offset += len(batch)
+        res = self._sess.run({self.canonical.input_name: batch, **feeds}, self._names)
         (into or self.stats).add_batch(dict(zip(self._names, res)), self._spec, len(batch))
 
 
 def fit_statistics(model, data, moments: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                    regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                   **preprocessing) -> Statistics:
+                   inputs=None, **preprocessing) -> Statistics:
     """Stream ``data`` through the statistics graph of ``model``; return the summed :class:`Statistics`.
 
     Memory does not grow with the data: each batch's sums are added to float64 accumulators.
-    ``progress(n)`` is called after every batch with its size.
+    ``progress(n)`` is called after every batch with its size. ``inputs``: {name: array or .npy path} of
+    the model's other inputs, one row for all samples or one row per sample of ``data``.
     """
     canonical = as_canonical(model, input, output)
     runtime.providers_for(device)
@@ -78,7 +87,7 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
     if not layers:
         raise OnnxplainError("the model has no Conv, Gemm or MatMul layer with constant weights between its "
                              "input and logits: there is nothing to fit patterns for")
-    col = Collector(canonical, layers, moments, regime, device)
+    col = Collector(canonical, layers, moments, regime, device, inputs)
     for batch in iter_batches(data, canonical, int(batch_size), limit, **preprocessing):
         if len(batch):
             col.add(batch)
@@ -92,19 +101,21 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
 
 def fit_patterns(model, data, estimator: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                  regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                 **preprocessing) -> Patterns:
+                 inputs=None, **preprocessing) -> Patterns:
     """Learn the patterns of every linear layer of ``model`` from ``data``.
 
     ``estimator``: "two_component" (S_a+-, Eq. 7: a₊ per layer followed by a ReLU, the linear a elsewhere),
     "linear" (S_a) or "all" (both, and a₋; methods use a₊). ``regime``: "activation" (ReLU active, bias
     included: iNNvestigate) or "paper" (wᵀx > 0). ``data``: an array (N, ...), image/.npy files or folders,
     or an iterable of arrays; image preprocessing keywords (``size``, ``mean``, ``std``, ``scale``,
-    ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`.
+    ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`. ``inputs``: the model's other
+    inputs, as for :func:`fit_statistics`.
     """
     if estimator not in ESTIMATORS:
         raise OnnxplainError(f"estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
     stats = fit_statistics(model, data, moments=estimator, batch_size=batch_size, device=device, regime=regime,
-                           limit=limit, progress=progress, input=input, output=output, **preprocessing)
+                           limit=limit, progress=progress, input=input, output=output, inputs=inputs,
+                           **preprocessing)
     return stats.patterns(estimator)
 
 
@@ -113,7 +124,8 @@ def fit_patterns_file(model, data, out, *, statistics: bool = False, **options) 
     ``(patterns, path)``. Refused before any fitting when an output is one of the inputs: the model, its
     external data or a data file."""
     outputs = [out] + ([statistics_path(out)] if statistics else [])
-    refuse_inputs(outputs, [*source_files(model), *data_files(data)], hint="choose another -o/--out")
+    feeds = [v for v in (options.get("inputs") or {}).values() if isinstance(v, (str, os.PathLike))]
+    refuse_inputs(outputs, [*source_files(model), *data_files(data), *feeds], hint="choose another -o/--out")
     pats = fit_patterns(model, data, **options)
     return pats, pats.save(out, statistics=statistics)
 
