@@ -10,6 +10,8 @@ need them, so that ``--help``, ``methods`` and argument errors answer at once.
 """
 from __future__ import annotations
 
+import sys
+
 import click
 
 from . import __version__
@@ -23,6 +25,7 @@ from .cli_options import (
     method_options,
     rule_options,
     run_options,
+    text_options,
 )
 from .errors import OnnxplainError
 from .methods import describe
@@ -59,7 +62,7 @@ def main():
 # ---- explain ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=False, type=click.Path(dir_okay=False))
 @method_options(required=False)
 @click.option("--target", type=Target(), default="top1", show_default=True, metavar="N|top1",
               help="Class to explain: an index, or top1 for each image's predicted class.")
@@ -75,13 +78,18 @@ def main():
               help="When the method has no rule for some ops, explain with occlusion instead of failing.")
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
+@text_options
 def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
-            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap):
-    """Explain MODEL's decision on IMAGE files.
+            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap, texts, text_file,
+            tokenizer):
+    """Explain MODEL's decision on IMAGE files, or a text classifier's on --text / --text-file.
 
     Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
-    <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
+    <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout). For texts:
+    prints each token with its relevance and writes texts.<method>.html and texts.<method>.json.
     """
+    if bool(images) == bool(texts or text_file) or bool(texts or text_file) != bool(tokenizer):
+        raise click.UsageError("give IMAGE files, or --text/--text-file with --tokenizer")
     from .explainer import Explainer
     from .files import explain_files
     from .images import Preprocessing
@@ -96,11 +104,25 @@ def explain(model, images, method, options, target, outdir, rules, first_layer, 
                    "instead", err=True)
     if ex.canonical.output_notice:
         click.echo(f"note: {ex.canonical.output_notice}", err=True)
+    if tokenizer:
+        return _explain_texts(ex, texts, text_file, tokenizer, target, outdir, [model, text_file, tokenizer])
     report = explain_files(ex, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
                            cmap=cmap, protected=[model, patterns])
     click.echo("\n".join(_result_line(r) for r in report.results))
     if report.provider:
         click.echo(f"({ex.method.name} ran on onnxruntime's {report.provider})", err=True)
+
+
+def _explain_texts(ex, texts, text_file, tokenizer, target, outdir, protected):
+    """The text branch of ``explain``: one line per text (class, then each token with its relevance)."""
+    from .text_files import explain_text_files, read_texts, terminal_line
+
+    report = explain_text_files(ex, read_texts(texts, text_file), tokenizer, outdir, target=target,
+                                protected=protected)
+    color = sys.stdout.isatty()
+    for r in report.results:
+        click.echo(f"class {r.target} (logit {float(r.logits[r.target]):.4g}): {terminal_line(r, color)}")
+    click.echo(f"(wrote {', '.join(report.files)})", err=True)
 
 
 def _result_line(r) -> str:

@@ -20,6 +20,7 @@ from .errors import OnnxplainError, UnsupportedOpError
 from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
 from .fileio import atomic_write, refuse_inputs
 from .methods import Explanation, GraphMethod, get_method
+from .text import explain_texts
 
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
@@ -247,6 +248,12 @@ class Explainer:
                                             outputs=list(OUTPUTS))
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
                            extras={"provider": sess.provider})
+
+    def explain_text(self, texts, tokenizer, target=None) -> list:
+        """Token relevance for a text classifier (token-id inputs): one :class:`onnxplain.text.TextExplanation`
+        (tokens, relevance per token, target, logits) per text; ``tokenizer`` a tokenizer.json path or a
+        tokenizer object (see :mod:`onnxplain.text`)."""
+        return explain_texts(self, texts, tokenizer, target)
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""
