@@ -1,0 +1,288 @@
+"""lrp.attn / lrp.cp against lxt 2.1 (the AttnLRP authors' PyTorch implementation) on the same weights, and
+the gradient on exported transformers against torch autograd (marker ``torch``).
+
+* BERT: a Hugging Face ``BertForSequenceClassification`` (small random config, trained a few seconds on a
+  keyword task so that relevance is meaningful), exported with torch.onnx; lxt's efficient BERT patch
+  (``monkey_patch(modeling_bert)``): relevance = word embeddings × modified gradient, summed over the
+  hidden axis, against our ``explain_text`` on the exported token model.
+* ViT: a torchvision-style ViT (conv patches, class token, pre-LN blocks, GELU MLP) with an eager attention
+  function, trained on "which quadrant holds the bright square"; lxt's own patches: ``layer_norm_forward``
+  on LayerNorm, ``non_linear_forward`` (identity rule) on GELU, and its attention wrappers
+  ``wrap_attention_forward`` (AttnLRP: q, k ÷ 4, v ÷ 2) or ``cp_wrap_attention_forward`` (CP-LRP: q, k
+  detached) around the attention function — as lxt patches Hugging Face attention functions.
+
+lxt patches classes globally; every patch is undone after its use (:func:`_restored`).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("lxt")
+pytestmark = pytest.mark.torch
+
+import onnxplain  # noqa: E402
+
+nn = torch.nn
+MEDIAN_R = 0.99
+
+
+def _lxt():
+    """lxt.efficient, importable without torchvision: lxt 2.1 imports torchvision's vision_transformer only
+    to name the classes of its ViT patch map (torch.nn's), so a stub module with ``nn`` serves."""
+    for name in ("llama", "qwen2", "qwen3", "gemma3", "gpt2", "bert"):  # before the stub: transformers
+        importlib.import_module(f"transformers.models.{name}.modeling_{name}")  # probes torchvision itself
+    if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
+        tv, models, vt = (types.ModuleType(n) for n in
+                          ("torchvision", "torchvision.models", "torchvision.models.vision_transformer"))
+        vt.nn, models.vision_transformer, tv.models = nn, vt, models
+        sys.modules.update({"torchvision": tv, "torchvision.models": models,
+                            "torchvision.models.vision_transformer": vt})
+    import lxt.efficient as efficient
+    import lxt.efficient.patches as patches
+    return efficient, patches
+
+
+@contextlib.contextmanager
+def _restored(*modules, classes=()):
+    """Undo lxt's global patches: module attributes and class forwards as they were."""
+    saved = [(m, dict(vars(m))) for m in modules]
+    fwd = [(c, c.__dict__.get("forward"), c.__dict__.get("original_forward")) for c in classes]
+    try:
+        yield
+    finally:
+        for m, attrs in saved:
+            for k in list(vars(m)):
+                if k not in attrs:
+                    delattr(m, k)
+            for k, v in attrs.items():
+                setattr(m, k, v)
+        for c, f, orig in fwd:
+            c.forward = f
+            if orig is None and "original_forward" in c.__dict__:
+                del c.original_forward
+
+
+def _pearson(a, b):
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+
+def _export(model, args, names, dynamic, path):
+    torch.onnx.export(model, args, str(path), input_names=names, output_names=["logits"], dynamic_axes=dynamic,
+                      opset_version=17, dynamo=False)
+    return str(path)
+
+
+# ---- BERT -------------------------------------------------------------------------------------------
+VOCAB, KEY, T = 40, 7, 12
+
+
+def _keyword_batch(rng, n):
+    ids = rng.integers(4, VOCAB, (n, T))
+    ids[ids == KEY] = 8
+    y = rng.integers(0, 2, n)
+    for i in np.flatnonzero(y):
+        ids[i, rng.integers(1, T - 1)] = KEY
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] … [SEP]
+    return ids, y
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=T, num_labels=2, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    model = BertForSequenceClassification(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        ids, y = _keyword_batch(rng, 32)
+        loss = nn.functional.cross_entropy(model(input_ids=torch.tensor(ids)).logits, torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    ids, y = _keyword_batch(np.random.default_rng(1), 24)
+    acc = (model(input_ids=torch.tensor(ids)).logits.argmax(1).numpy() == y).mean()
+    assert acc >= 0.9, f"the keyword task did not train (accuracy {acc})"
+    ones = torch.ones(1, T, dtype=torch.long)
+    path = _export(model, (torch.tensor(ids[:1]), ones, ones * 0), ["input_ids", "attention_mask", "token_type_ids"],
+                   {n: {0: "N", 1: "T"} for n in ("input_ids", "attention_mask", "token_type_ids")},
+                   tmp_path_factory.mktemp("bert") / "bert.onnx")
+    return model, cfg, path, ids
+
+
+def _word_tokenizer():
+    tk = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
+    tok = tk.Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.add_special_tokens(["[CLS]", "[SEP]"])
+    return tok
+
+
+def _texts(ids):
+    return [" ".join(["[CLS]"] + [f"w{i}" for i in row[1:-1]] + ["[SEP]"]) for row in ids]
+
+
+def test_bert_gradient_matches_torch_autograd(bert):
+    model, _, path, ids = bert
+    emb = model.bert.embeddings.word_embeddings(torch.tensor(ids)).detach().requires_grad_()
+    logits = model(inputs_embeds=emb).logits
+    target = logits.argmax(1)
+    logits[torch.arange(len(ids)), target].sum().backward()
+    ours = onnxplain.Explainer(path, method="gradient", device="cpu").explain(emb.detach().numpy(), target.numpy())
+    np.testing.assert_allclose(ours.logits, logits.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = emb.grad.numpy()
+    np.testing.assert_allclose(ours.relevance, g, rtol=1e-4, atol=1e-4 * np.abs(g).max())
+
+
+def test_bert_attn_lrp_agrees_with_lxt(bert):
+    model, cfg, path, ids = bert
+    efficient, _ = _lxt()
+    from transformers import BertForSequenceClassification
+    from transformers.models.bert import modeling_bert
+    with _restored(modeling_bert, classes=(nn.LayerNorm, nn.Dropout)):
+        efficient.monkey_patch(modeling_bert)
+        patched = modeling_bert.BertForSequenceClassification(cfg)
+        assert type(patched) is not BertForSequenceClassification
+        patched.load_state_dict(model.state_dict())
+        patched.eval()
+        emb = patched.bert.embeddings.word_embeddings(torch.tensor(ids)).detach().requires_grad_()
+        logits = patched(inputs_embeds=emb).logits
+        target = logits.argmax(1)
+        logits[torch.arange(len(ids)), target].sum().backward()
+        ref = (emb * emb.grad).sum(-1).detach().numpy()
+    res = onnxplain.Explainer(path, method="lrp.attn", device="cpu").explain_text(_texts(ids), _word_tokenizer(),
+                                                                                  target.numpy())
+    ours = np.stack([r.relevance for r in res])
+    assert [r.ids for r in res] == ids.tolist()
+    r = _pearson(ours, ref)
+    print(f"BERT lrp.attn vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    assert np.median(r) >= MEDIAN_R
+
+
+# ---- ViT ------------------------------------------------------------------------------------------------
+def eager_attention(module, q, k, v):
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return a @ v
+
+
+class Attention(nn.Module):
+    attention = staticmethod(eager_attention)  # lxt's wrappers go here
+
+    def __init__(self, h, heads):
+        super().__init__()
+        self.heads, self.q, self.k, self.v, self.out = heads, nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+
+    def forward(self, x):
+        n, t, h = x.shape
+        split = lambda y: y.reshape(n, t, self.heads, h // self.heads).transpose(1, 2)  # noqa: E731
+        o = type(self).attention(self, split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.out(o.transpose(1, 2).reshape(n, t, h))
+
+
+class Block(nn.Module):
+    def __init__(self, h, heads, ff):
+        super().__init__()
+        self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(h), Attention(h, heads), nn.LayerNorm(h)
+        self.mlp = nn.Sequential(nn.Linear(h, ff), nn.GELU(), nn.Linear(ff, h))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class ViT(nn.Module):
+    """torchvision's VisionTransformer layout, small."""
+
+    def __init__(self, image=16, patch=4, h=32, heads=2, ff=64, layers=2, classes=4):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, h, patch, patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, h))
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, h) * 0.02)
+        self.blocks = nn.Sequential(*[Block(h, heads, ff) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(h), nn.Linear(h, classes)
+
+    def forward(self, x):
+        p = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(p.shape[0], -1, -1), p], 1) + self.pos
+        return self.head(self.ln(self.blocks(x))[:, 0])
+
+
+def _quadrants(rng, n):
+    x = rng.normal(0, 0.3, (n, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 4, n)
+    for i, q in enumerate(y):
+        r, c = 8 * (q // 2) + rng.integers(0, 5), 8 * (q % 2) + rng.integers(0, 5)
+        x[i, :, r:r + 4, c:c + 4] += 2.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ViT()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        x, y = _quadrants(rng, 32)
+        loss = nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, y = _quadrants(np.random.default_rng(1), 16)
+    acc = (model(torch.tensor(x)).argmax(1).numpy() == y).mean()
+    assert acc >= 0.8, f"the quadrant task did not train (accuracy {acc})"
+    path = _export(model, (torch.tensor(x[:1]),), ["pixel_values"], {"pixel_values": {0: "N"}},
+                   tmp_path_factory.mktemp("vit") / "vit.onnx")
+    return model, path, x
+
+
+def test_vit_gradient_matches_torch_autograd(vit):
+    model, path, x = vit
+    xt = torch.tensor(x).requires_grad_()
+    logits = model(xt)
+    target = logits.argmax(1)
+    logits[torch.arange(len(x)), target].sum().backward()
+    ours = onnxplain.Explainer(path, method="gradient", device="cpu").explain(x, target.numpy())
+    g = xt.grad.numpy()
+    np.testing.assert_allclose(ours.relevance, g, rtol=1e-4, atol=1e-4 * np.abs(g).max())
+
+
+@pytest.mark.parametrize("method", ["lrp.attn", "lrp.cp"])
+def test_vit_agrees_with_lxt(vit, method):
+    model, path, x = vit
+    _, patches = _lxt()
+    wrap = patches.wrap_attention_forward if method == "lrp.attn" else patches.cp_wrap_attention_forward
+    with _restored(classes=(nn.LayerNorm, nn.GELU)):
+        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
+        patches.patch_method(patches.non_linear_forward, nn.GELU, keep_original=True)
+        Attention.attention = staticmethod(wrap(eager_attention))
+        try:
+            xt = torch.tensor(x).requires_grad_()
+            logits = model(xt)
+            target = logits.argmax(1)
+            logits[torch.arange(len(x)), target].sum().backward()
+            ref = (xt * xt.grad).detach().numpy()
+        finally:
+            Attention.attention = staticmethod(eager_attention)
+    ours = onnxplain.Explainer(path, method=method, device="cpu").explain(x, target.numpy()).relevance
+    r = _pearson(ours, ref)
+    print(f"ViT {method} vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    assert np.median(r) >= MEDIAN_R
