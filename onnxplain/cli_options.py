@@ -53,6 +53,8 @@ class Target(click.ParamType):
 
 
 def parse_options(ctx, param, values) -> dict:
+    if not values:  # nothing to parse: import nothing (argument errors answer without numpy)
+        return {}
     from .options import parse_value
 
     options = {}

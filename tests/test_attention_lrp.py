@@ -236,3 +236,13 @@ def test_attn_layer_norm_and_gelu_forms_agree_on_an_encoder():
 def test_options_are_checked():
     with pytest.raises(onnxplain.OnnxplainError):
         onnxplain.Explainer(bert(tokens=False)[0].SerializeToString(), method="lrp.attn", epsilon=-1)
+
+
+def test_several_classes_in_one_run_match_one_at_a_time():
+    """lrp.attn with top_k=2 (one backward pass on K·N rows) equals two single-class explanations."""
+    model, _ = bert(seed=5, tokens=False, classes=3)
+    x = np.random.default_rng(5).standard_normal((2, 4, 16)).astype(np.float32)
+    ex = onnxplain.Explainer(model.SerializeToString(), method="lrp.attn", device="cpu")
+    both = ex.explain(x, top_k=2)
+    for k in range(2):
+        close(both.relevance[:, k], ex.explain(x, both.target[:, k]).relevance, 1e-5)
