@@ -286,3 +286,61 @@ def test_vit_agrees_with_lxt(vit, method):
     r = _pearson(ours, ref)
     print(f"ViT {method} vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
     assert np.median(r) >= MEDIAN_R
+
+
+# ---- more Hugging Face exports: every op has an AttnLRP rule, the text path reproduces the logits ---------
+def _hf(kind):
+    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
+                              RobertaForSequenceClassification, ViTConfig, ViTForImageClassification)
+    small = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    torch.manual_seed(0)
+    if kind == "distilbert":
+        return DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=VOCAB, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=T,
+            dropout=0.0, attention_dropout=0.0, attn_implementation="eager")).eval()
+    if kind == "roberta":  # position ids computed from input_ids != padding_idx (1)
+        return RobertaForSequenceClassification(RobertaConfig(
+            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=T + 2, pad_token_id=1, **small)).eval()
+    return ViTForImageClassification(ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=3, **small)).eval()
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta", "vit"])
+def test_hugging_face_exports_explained(kind, tmp_path):
+    """DistilBERT, RoBERTa and ViT from transformers (random small configs), exported with torch.onnx: the
+    token path gives the model's logits, lrp.attn and lrp.cp find a rule for every op, and the gradient at
+    the explained tensor (the word-embedding output, the pixels) is torch autograd's (rel 1e-4)."""
+    model = _hf(kind)
+    if kind == "vit":
+        x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
+        path = _export(model, (torch.tensor(x),), ["pixel_values"], {"pixel_values": {0: "N"}}, tmp_path / "m.onnx")
+        xt = torch.tensor(x).requires_grad_()
+        logits = model(pixel_values=xt).logits
+        ours_in = x
+    else:
+        ids, _ = _keyword_batch(np.random.default_rng(2), 3)
+        ids = ids[:, :T - 2] if kind == "roberta" else ids
+        names = ["input_ids", "attention_mask"]
+        path = _export(model, (torch.tensor(ids), torch.ones(ids.shape, dtype=torch.long)), names,
+                       {n: {0: "N", 1: "T"} for n in names}, tmp_path / "m.onnx")
+        words = model.get_input_embeddings()
+        xt = words(torch.tensor(ids)).detach().requires_grad_()
+        if kind == "roberta":  # through inputs_embeds with the positions RoBERTa derives from the ids
+            from transformers.models.roberta.modeling_roberta import create_position_ids_from_input_ids
+            pos = create_position_ids_from_input_ids(torch.tensor(ids), 1)
+            logits = model(inputs_embeds=xt, position_ids=pos).logits
+        else:
+            logits = model(inputs_embeds=xt).logits
+        ours_in = xt.detach().numpy()
+    target = logits.argmax(1)
+    logits[torch.arange(len(target)), target].sum().backward()
+    ex = onnxplain.Explainer(path, method="gradient", device="cpu")
+    ours = ex.explain(ours_in, target.numpy())
+    np.testing.assert_allclose(ours.logits, logits.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = xt.grad.numpy()
+    np.testing.assert_allclose(ours.relevance, g, rtol=1e-4, atol=1e-4 * np.abs(g).max())
+    for method in ("lrp.attn", "lrp.cp"):
+        res = onnxplain.Explainer(path, method=method, device="cpu").explain(ours_in, target.numpy())
+        assert np.isfinite(res.relevance).all() and np.abs(res.relevance).sum() > 0
