@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
+import importlib.util
 import math
 import sys
 import types
@@ -36,18 +38,40 @@ MEDIAN_R = 0.99
 
 
 def _lxt():
-    """lxt.efficient, importable without torchvision: lxt 2.1 imports torchvision's vision_transformer only
-    to name the classes of its ViT patch map (torch.nn's), so a stub module with ``nn`` serves."""
-    for name in ("llama", "qwen2", "qwen3", "gemma3", "gpt2", "bert"):  # before the stub: transformers
-        importlib.import_module(f"transformers.models.{name}.modeling_{name}")  # probes torchvision itself
-    if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
-        tv, models, vt = (types.ModuleType(n) for n in
-                          ("torchvision", "torchvision.models", "torchvision.models.vision_transformer"))
-        vt.nn, models.vision_transformer, tv.models = nn, vt, models
-        sys.modules.update({"torchvision": tv, "torchvision.models": models,
-                            "torchvision.models.vision_transformer": vt})
-    import lxt.efficient as efficient
-    import lxt.efficient.patches as patches
+    """lxt.efficient (and zennit, where installed), importable without torchvision: lxt 2.1 imports
+    torchvision's vision_transformer only to name the torch.nn classes of its ViT patch map, zennit imports
+    torchvision's ResNet blocks for its canonizers; stub modules stand in while they import and are removed
+    afterwards (as tests/test_zennit.py does)."""
+    for name in ("llama", "qwen2", "qwen3", "gemma3", "gpt2", "bert"):  # first: transformers probes for
+        importlib.import_module(f"transformers.models.{name}.modeling_{name}")  # torchvision itself
+    if "lxt.efficient" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        import lxt.efficient as efficient
+        import lxt.efficient.patches as patches
+        return efficient, patches
+    names = ("torchvision", "torchvision.models", "torchvision.models.vision_transformer",
+             "torchvision.models.resnet")
+    stubs = {n: types.ModuleType(n) for n in names}
+    for n, m in stubs.items():
+        m.__spec__ = importlib.machinery.ModuleSpec(n, None)
+    stubs["torchvision"].models = stubs["torchvision.models"]
+    stubs["torchvision.models"].vision_transformer = stubs["torchvision.models.vision_transformer"]
+    stubs["torchvision.models"].resnet = stubs["torchvision.models.resnet"]
+    stubs["torchvision.models.vision_transformer"].nn = nn
+    stubs["torchvision.models.resnet"].BasicBlock = type("BasicBlock", (nn.Module,), {})
+    stubs["torchvision.models.resnet"].Bottleneck = type("Bottleneck", (nn.Module,), {})
+    saved = {n: sys.modules.get(n) for n in names}
+    sys.modules.update(stubs)
+    try:
+        if importlib.util.find_spec("zennit") is not None:
+            import zennit  # noqa: F401  (before lxt, whose Zennit patch needs it)
+        import lxt.efficient as efficient
+        import lxt.efficient.patches as patches
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
     return efficient, patches
 
 
@@ -344,3 +368,40 @@ def test_hugging_face_exports_explained(kind, tmp_path):
     for method in ("lrp.attn", "lrp.cp"):
         res = onnxplain.Explainer(path, method=method, device="cpu").explain(ours_in, target.numpy())
         assert np.isfinite(res.relevance).all() and np.abs(res.relevance).sum() > 0
+
+
+@pytest.mark.parametrize("method", ["lrp.cp", "lrp.attn"])
+def test_vit_gamma_agrees_with_lxt_and_zennit(vit, method):
+    """lxt's ViT recipe: Zennit's γ-rule on Conv2d (γ = 0.25) and Linear (γ = 0.05) through lxt's gradient ×
+    input patch of Zennit (R = output × gradient in, relevance ÷ input out), with lxt's attention wrapper."""
+    model, path, x = vit
+    _, patches = _lxt()
+    zennit = pytest.importorskip("zennit")
+    from lxt.efficient import monkey_patch_zennit
+    from zennit.composites import LayerMapComposite
+    from zennit.core import BasicHook
+    from zennit.rules import Gamma
+    wrap = patches.wrap_attention_forward if method == "lrp.attn" else patches.cp_wrap_attention_forward
+    with _restored(classes=(nn.LayerNorm, nn.GELU, BasicHook)):
+        hook_forward, hook_backward = BasicHook.forward, BasicHook.backward
+        monkey_patch_zennit()
+        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
+        patches.patch_method(patches.non_linear_forward, nn.GELU, keep_original=True)
+        Attention.attention = staticmethod(wrap(eager_attention))
+        comp = LayerMapComposite([(nn.Conv2d, Gamma(0.25)), (nn.Linear, Gamma(0.05))])
+        try:
+            with comp.context(model):
+                xt = torch.tensor(x).requires_grad_()
+                logits = model(xt)
+                target = logits.argmax(1)
+                logits[torch.arange(len(x)), target].sum().backward()
+                ref = (xt * xt.grad).detach().numpy()
+        finally:
+            Attention.attention = staticmethod(eager_attention)
+            BasicHook.forward, BasicHook.backward = hook_forward, hook_backward
+    assert zennit is not None
+    ours = onnxplain.Explainer(path, method=method, device="cpu",
+                               rules={"Conv": "gamma:gamma=0.25", "dense": "gamma:gamma=0.05"}).explain(x, target.numpy())
+    r = _pearson(ours.relevance, ref)
+    print(f"ViT {method} with γ vs lxt + Zennit: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    assert np.median(r) >= MEDIAN_R
