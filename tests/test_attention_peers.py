@@ -196,7 +196,11 @@ def test_bert_attn_lrp_agrees_with_lxt(bert):
     ours = np.stack([r.relevance for r in res])
     assert [r.ids for r in res] == ids.tolist()
     r = _pearson(ours, ref)
-    print(f"BERT lrp.attn vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    gxi = onnxplain.Explainer(path, method="input_t_gradient", device="cpu").explain_text(
+        _texts(ids), _word_tokenizer(), target.numpy())
+    other = np.median(_pearson(np.stack([g.relevance for g in gxi]), ref))
+    print(f"BERT lrp.attn vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)}); "
+          f"input_t_gradient vs lxt: {other:.4f}")
     assert np.median(r) >= MEDIAN_R
 
 
@@ -308,7 +312,9 @@ def test_vit_agrees_with_lxt(vit, method):
             Attention.attention = staticmethod(eager_attention)
     ours = onnxplain.Explainer(path, method=method, device="cpu").explain(x, target.numpy()).relevance
     r = _pearson(ours, ref)
-    print(f"ViT {method} vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    gxi = onnxplain.Explainer(path, method="input_t_gradient", device="cpu").explain(x, target.numpy()).relevance
+    print(f"ViT {method} vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)}); "
+          f"input_t_gradient vs lxt: {np.median(_pearson(gxi, ref)):.4f}")
     assert np.median(r) >= MEDIAN_R
 
 
