@@ -30,7 +30,8 @@ def read_texts(texts=(), text_file=None) -> list:
             with open(text_file, encoding="utf-8") as f:
                 out += [line.rstrip("\n") for line in f if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise OnnxplainError(f"cannot read text file {text_file}: {getattr(exc, 'strerror', None) or exc}") from None
+            why = getattr(exc, "strerror", None) or exc
+            raise OnnxplainError(f"cannot read text file {text_file}: {why}") from None
     if not out:
         raise OnnxplainError("no text to explain: give --text or a --text-file with non-empty lines")
     return out

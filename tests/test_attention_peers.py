@@ -215,7 +215,8 @@ class Attention(nn.Module):
 
     def __init__(self, h, heads):
         super().__init__()
-        self.heads, self.q, self.k, self.v, self.out = heads, nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.heads = heads
+        self.q, self.k, self.v, self.out = (nn.Linear(h, h) for _ in range(4))
 
     def forward(self, x):
         n, t, h = x.shape
@@ -406,8 +407,9 @@ def test_vit_gamma_agrees_with_lxt_and_zennit(vit, method):
             Attention.attention = staticmethod(eager_attention)
             BasicHook.forward, BasicHook.backward = hook_forward, hook_backward
     assert zennit is not None
-    ours = onnxplain.Explainer(path, method=method, device="cpu",
-                               rules={"Conv": "gamma:gamma=0.25", "dense": "gamma:gamma=0.05"}).explain(x, target.numpy())
+    rules = {"Conv": "gamma:gamma=0.25", "dense": "gamma:gamma=0.05"}
+    ours = onnxplain.Explainer(path, method=method, device="cpu", rules=rules).explain(x, target.numpy())
     r = _pearson(ours.relevance, ref)
-    print(f"ViT {method} with γ vs lxt + Zennit: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    print(f"ViT {method} with γ vs lxt + Zennit: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, "
+          f"n={len(r)})")
     assert np.median(r) >= MEDIAN_R

@@ -13,7 +13,7 @@ relevance form (what x ⊙ g_x equals) and the gradient form (what the graph com
   ``rules={...}`` as in ``lrp``) run as lxt runs Zennit's: R_z = z ⊙ g_z, the rule's R_x, g_x = R_x / x
   (0 where x = 0).
 * **element-wise activations** (ReLU, GELU, tanh, sigmoid, …; AttnLRP Eq. 9, the identity rule):
-  R_x = R_y — g_x = g_y ⊙ f(x) / x (0 where x = 0). Self-gated products y = x·h(x) written as a Mul (SiLU
+  R_x = R_y — g_x = g_y ⊙ f(x) / x, 0 where x = 0 (lxt divides by x + 1e-10; the same away from 0). Self-gated products y = x·h(x) written as a Mul (SiLU
   x·σ(x), GELU x·½(1 + erf(x/√2)) and its tanh form) are one activation: the gate h(x) is a constant,
   g_x = g_y ⊙ h(x), so R_x = R_y.
 * **Softmax** (AttnLRP Eq. 13): R_x = x ⊙ (R_s − s Σ_j R_s,j) — the exact gradient g_x = s ⊙ (g_s − Σ s g_s)
@@ -23,7 +23,8 @@ relevance form (what x ⊙ g_x equals) and the gradient form (what the graph com
   R_B = B ⊙ (Aᵀ (R / st_ε(2·O))) — each operand gets half: g_A = ½ (g ⊙ O/st_ε(O)) Bᵀ. CP-LRP: when one
   operand is a Softmax output it is a constant and the other gets everything (g_V = Aᵀ g).
 * **element-wise products of N activations** (gated MLPs, a·b·c as a tree of Mul): R/N to each factor — the
-  exact gradient of the product, divided by N at the tree's root. CP-LRP: a factor that comes out of an
+  exact gradient of the product, divided by N at the tree's root, so (a·b)·c and a·(b·c) give ⅓ each (½ per
+  binary Mul would give ¼, ¼, ½ and depend on the association); lxt's gated MLPs have N = 2, where both agree. CP-LRP: a factor that comes out of an
   activation (sigmoid, SiLU, GELU, …) is a constant gate, the other factor gets everything.
 * **normalisation** (LayerNormalization and the decomposed ReduceMean/Sub/Pow/Sqrt/Div of exporters, RMS
   norms x·1/√(mean(x²)+ε)): the normalising factor 1/σ is a constant (identity rule on it), the mean
