@@ -3,12 +3,13 @@ and Integrated Gradients, as the AttnLRP paper reports? An ad-hoc measurement (o
 evaluation-metrics module yet): needs torch (pip install torch==2.13.0).
 
 The ViT (16×16 images, 4×4 patches, width 32, 2 heads, 2 pre-LN blocks) is trained for a few seconds on
-"which quadrant holds the bright square" and exported with torch.onnx. For each explained image the 16
+"which quadrant holds the bright square" (``--task quadrant``, a positional task) or "which colour is the
+square, wherever it is" (``--task colour``, a content task) and exported with torch.onnx. For each explained image the 16
 patches are removed most relevant first (relevance summed over the patch; removed = set to 0, the mean of
 the background), and AOPC = mean over k = 1..16 of f_c(x) − f_c(x with the k most relevant patches removed)
 is reported (higher: the explanation found what the model uses); ``random`` orders the patches at random.
 
-    python benchmarks/attention_perturbation.py [--images 64] [--steps 300]
+    python benchmarks/attention_perturbation.py [--task quadrant|colour] [--images 64] [--steps 300]
 """
 from __future__ import annotations
 
@@ -69,6 +70,19 @@ def quadrants(rng, n):
     return x, y
 
 
+def colours(rng, n):
+    """A 4×4 square anywhere; the class is its colour (red, green, blue or white): content, not position."""
+    x = rng.normal(0, 0.3, (n, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 4, n)
+    for i, k in enumerate(y):
+        r, c = rng.integers(0, 13, 2)
+        x[i, (k,) if k < 3 else (0, 1, 2), r:r + 4, c:c + 4] += 2.0
+    return x, y
+
+
+TASKS = {"quadrant": quadrants, "colour": colours}
+
+
 def aopc(ex, x, target, relevance):
     """Mean over k of f_c(x) − f_c(x without its k most relevant 4×4 patches), per image."""
     n = len(x)
@@ -89,6 +103,8 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--steps", type=int, default=300, help="training steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", choices=list(TASKS), default="quadrant",
+                    help="quadrant: where the square is (positional); colour: its colour (content)")
     args = ap.parse_args(argv)
     import torch
     torch.manual_seed(args.seed)
@@ -96,13 +112,13 @@ def main(argv=None):
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = np.random.default_rng(args.seed)
     for _ in range(args.steps):
-        xb, yb = quadrants(rng, 32)
+        xb, yb = TASKS[args.task](rng, 32)
         loss = torch.nn.functional.cross_entropy(model(torch.tensor(xb)), torch.tensor(yb))
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    x, y = quadrants(np.random.default_rng(args.seed + 1), args.images)
+    x, y = TASKS[args.task](np.random.default_rng(args.seed + 1), args.images)
     with torch.no_grad():
         acc = (model(torch.tensor(x)).argmax(1).numpy() == y).mean()
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +126,7 @@ def main(argv=None):
         torch.onnx.export(model, (torch.tensor(x[:1]),), path, input_names=["pixel_values"],
                           output_names=["logits"], dynamic_axes={"pixel_values": {0: "N"}}, opset_version=17,
                           dynamo=False)
-        print(f"ViT on the quadrant task: test accuracy {acc:.3f} ({args.images} images, {args.steps} steps)")
+        print(f"ViT on the {args.task} task: test accuracy {acc:.3f} ({args.images} images, {args.steps} steps)")
         print(f"{'method':<22} {'AOPC (MoRF, 16 patches)':>24} {'± s.e.':>8}")
         base = onnxplain.Explainer(path, method="gradient", device="cpu")
         target = base.logits(x).argmax(1)
