@@ -413,3 +413,65 @@ def test_vit_gamma_agrees_with_lxt_and_zennit(vit, method):
     print(f"ViT {method} with γ vs lxt + Zennit: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, "
           f"n={len(r)})")
     assert np.median(r) >= MEDIAN_R
+
+
+# ---- a BERT-style encoder with lxt's attention wrappers: CP-LRP on text ------------------------------------
+class TinyBert(nn.Module):
+    """Post-LN BERT layout (word + position embeddings, LayerNorm, 2 layers, tanh pooler on [CLS]) with the
+    eager :class:`Attention` above, so that lxt's attention wrappers apply (lxt 2.1's BERT patch is AttnLRP
+    only)."""
+
+    def __init__(self, h=32, heads=2, ff=64, layers=2):
+        super().__init__()
+        self.words, self.pos = nn.Embedding(VOCAB, h), nn.Parameter(torch.randn(1, T, h) * 0.1)
+        self.ln = nn.LayerNorm(h)
+        self.attn = nn.ModuleList(Attention(h, heads) for _ in range(layers))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(h) for _ in range(layers))
+        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(h, ff), nn.GELU(), nn.Linear(ff, h)) for _ in range(layers))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(h) for _ in range(layers))
+        self.pool, self.act, self.cls = nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 2)
+
+    def forward(self, emb):
+        x = self.ln(emb + self.pos[:, :emb.shape[1]])
+        for attn, ln1, mlp, ln2 in zip(self.attn, self.ln1, self.mlp, self.ln2):
+            x = ln1(x + attn(x))
+            x = ln2(x + mlp(x))
+        return self.cls(self.act(self.pool(x[:, 0])))
+
+
+@pytest.mark.parametrize("method", ["lrp.cp", "lrp.attn"])
+def test_bert_style_encoder_agrees_with_lxt(method, tmp_path):
+    torch.manual_seed(1)
+    model = TinyBert()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        ids, y = _keyword_batch(rng, 32)
+        loss = nn.functional.cross_entropy(model(model.words(torch.tensor(ids))), torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    ids, y = _keyword_batch(np.random.default_rng(4), 24)
+    emb = model.words(torch.tensor(ids)).detach()
+    assert (model(emb).argmax(1).numpy() == y).mean() >= 0.9
+    path = _export(model, (emb[:1],), ["embeddings"], {"embeddings": {0: "N", 1: "T"}}, tmp_path / "tb.onnx")
+    _, patches = _lxt()
+    wrap = patches.wrap_attention_forward if method == "lrp.attn" else patches.cp_wrap_attention_forward
+    with _restored(classes=(nn.LayerNorm, nn.GELU, nn.Tanh)):
+        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
+        for act in (nn.GELU, nn.Tanh):  # lxt's BERT: identity rule on the GELU and the pooler's tanh
+            patches.patch_method(patches.non_linear_forward, act, keep_original=True)
+        Attention.attention = staticmethod(wrap(eager_attention))
+        try:
+            et = emb.clone().requires_grad_()
+            logits = model(et)
+            target = logits.argmax(1)
+            logits[torch.arange(len(ids)), target].sum().backward()
+            ref = (et * et.grad).sum(-1).detach().numpy()
+        finally:
+            Attention.attention = staticmethod(eager_attention)
+    ours = onnxplain.Explainer(path, method=method, device="cpu").explain(emb.numpy(), target.numpy())
+    r = _pearson(ours.relevance.sum(-1), ref)
+    print(f"BERT-style {method} vs lxt: median Pearson r = {np.median(r):.7f} (min {r.min():.7f}, n={len(r)})")
+    assert np.median(r) >= MEDIAN_R
