@@ -9,7 +9,11 @@ the gradient on exported transformers against torch autograd (marker ``torch``).
   function, trained on "which quadrant holds the bright square"; lxt's own patches: ``layer_norm_forward``
   on LayerNorm, ``non_linear_forward`` (identity rule) on GELU, and its attention wrappers
   ``wrap_attention_forward`` (AttnLRP: q, k ÷ 4, v ÷ 2) or ``cp_wrap_attention_forward`` (CP-LRP: q, k
-  detached) around the attention function — as lxt patches Hugging Face attention functions.
+  detached) around the attention function — as lxt patches Hugging Face attention functions; with Zennit's
+  γ-rule on Conv2d/Linear through lxt's Zennit patch (lxt's ViT recipe).
+* A post-LN BERT-style encoder with the same eager attention: CP-LRP and AttnLRP through lxt's wrappers
+  (lxt 2.1's Hugging Face BERT patch is AttnLRP only).
+* Hugging Face DistilBERT, RoBERTa and ViT exports: every op has a rule, logits and gradients as torch's.
 
 lxt patches classes globally; every patch is undone after its use (:func:`_restored`).
 """
