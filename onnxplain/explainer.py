@@ -25,6 +25,7 @@ from .fileio import refuse_inputs
 from .methods import Explanation, GraphMethod, accepted_options, get_method
 from .runner import ModelRunner
 from .stream import explain_stream
+from .text import explain_texts
 
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
@@ -209,6 +210,12 @@ class Explainer:
         rel, logits, tgt, *more = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(), outputs=names)
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
                            extras={"provider": sess.provider, **dict(zip(names[3:], more))})
+
+    def explain_text(self, texts, tokenizer, target=None) -> list:
+        """Token relevance for a text classifier (token-id inputs): one :class:`onnxplain.text.TextExplanation`
+        (tokens, relevance per token, target, logits) per text; ``tokenizer`` a tokenizer.json path or a
+        tokenizer object (see :mod:`onnxplain.text`)."""
+        return explain_texts(self, texts, tokenizer, target)
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""
