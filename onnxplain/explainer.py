@@ -58,6 +58,7 @@ class ModelRunner:
     def forward_session(self) -> runtime.Session:
         if self._forward is None:
             self._forward = runtime.Session(self.canonical.to_onnx(), self.device)
+            runtime.release_heap()
         return self._forward
 
     def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
@@ -99,6 +100,8 @@ class ModelRunner:
             weights: dict = {}
             data = self._build(entry, classes, weights).SerializeToString()
             entry[2] = runtime.Session(data, self.device, initializers=weights)
+            del data
+            runtime.release_heap()
         return entry[2]
 
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -144,6 +147,7 @@ class Explainer:
             self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
             self.method.bind(self.canonical)
         self.runner = ModelRunner(self.canonical, device, batch_size)
+        runtime.release_heap()  # the copies of the weights loading and canonicalising freed
 
     # ---- properties ---------------------------------------------------------------------------
     @property

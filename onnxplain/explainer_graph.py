@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from .canonical import CanonicalModel, export_graph
 from .engine import backward
 from .errors import OnnxplainError
-from .graph import Builder
+from .graph import Builder, schedule_early
 
 OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target",)
@@ -91,6 +91,7 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     g.inputs = [x_in, target_in]
     g.outputs = outs
     g.cleanup().toposort()
+    schedule_early(g, b.early, logits)
     if external is not None:
         _move_out(g, external)
     model = export_graph(g)

@@ -7,7 +7,10 @@ Explainer's runner, the pattern collector), so nothing is serialised or hashed p
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import os
 import re
 
@@ -18,6 +21,29 @@ import onnxruntime as ort
 from .errors import OnnxplainError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+def release_heap() -> None:
+    """Collect garbage cycles (onnx-graphsurgeon graphs are cycles of nodes and tensors that hold protobuf
+    weights) and hand the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere
+    only the collection).
+
+    Loading, canonicalising and serialising a model frees several protobuf copies of its weights, which
+    glibc keeps in the process (its mmap threshold rises with every large free, so later large blocks come
+    from the heap and stay resident): canonicalising a ResNet-50 (98 MB of weights) left 473 MiB resident,
+    184 MiB after this; resident memory is what the activations of a large batch come on top of."""
+    gc.collect()
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _quiet_options() -> ort.SessionOptions:
