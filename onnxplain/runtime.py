@@ -50,10 +50,20 @@ def _quiet_options() -> ort.SessionOptions:
     """Session options of every onnxplain session: quiet, all graph optimisations, and no memory pattern —
     onnxruntime's pattern (one block planned per input shape after the first run) keeps the first run's
     blocks in the arena beside it: an explainer at batch 32 on a ResNet-50 grew by 1.3 GB on its second
-    run with it, not at all without, at the same speed (benchmarks/bench_api.py, memory)."""
+    run with it, not at all without, at the same speed (benchmarks/bench_api.py, memory).
+
+    ``ONNXPLAIN_CPU_LAYOUT=nchw`` trades speed for memory: without ``ORT_ENABLE_ALL``'s layout pass
+    (onnxruntime's blocked NCHWc convolutions on the CPU) a backward pass that reads an activation in
+    both a convolution and an element-wise product no longer keeps it twice (blocked and plain):
+    lrp.epsilon_plus_flat on a ResNet-50 at batch 32 peaked at 4491 MiB with the layout pass, 3074 MiB
+    without, and ran 9 % slower (gradient: 24 % slower, 1437 → about 1.3 GiB). The other memory options
+    measured there: no CPU arena (``enable_cpu_mem_arena``) grew the second run by 370 MiB (glibc keeps
+    the freed blocks); ``ExecutionOrder.PRIORITY_BASED`` changed nothing (see ``graph.schedule_early``)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if os.environ.get("ONNXPLAIN_CPU_LAYOUT", "").strip().lower() == "nchw":
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.enable_mem_pattern = False
     return so
 
