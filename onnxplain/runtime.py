@@ -55,10 +55,11 @@ def _quiet_options() -> ort.SessionOptions:
     ``ONNXPLAIN_CPU_LAYOUT=nchw`` trades speed for memory: without ``ORT_ENABLE_ALL``'s layout pass
     (onnxruntime's blocked NCHWc convolutions on the CPU) a backward pass that reads an activation in
     both a convolution and an element-wise product no longer keeps it twice (blocked and plain):
-    lrp.epsilon_plus_flat on a ResNet-50 at batch 32 peaked at 4491 MiB with the layout pass, 3074 MiB
-    without, and ran 9 % slower (gradient: 24 % slower, 1437 → about 1.3 GiB). The other memory options
-    measured there: no CPU arena (``enable_cpu_mem_arena``) grew the second run by 370 MiB (glibc keeps
-    the freed blocks); ``ExecutionOrder.PRIORITY_BASED`` changed nothing (see ``graph.schedule_early``)."""
+    lrp.epsilon_plus_flat on a ResNet-50 at batch 32 peaked at 4200-4550 MiB with the layout pass, 3395 MiB
+    without, and ran 9 % slower; gradient gains nothing (1534 MiB against 1437-1595) and runs 24 % slower,
+    the forward alone peaks higher (893 MiB against 758). The other memory options measured there: no CPU
+    arena (``enable_cpu_mem_arena``) grew the second run by 370 MiB (glibc keeps the freed blocks);
+    ``ExecutionOrder.PRIORITY_BASED`` changed nothing (see ``graph.schedule_early``)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
