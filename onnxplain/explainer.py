@@ -80,6 +80,7 @@ class Explainer:
             self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
             self.method.bind(self.canonical)
         self.runner = _runner or ModelRunner(self.canonical, device, batch_size)
+        runtime.release_heap()  # the copies of the weights loading and canonicalising freed
 
     def with_method(self, method: str, *, fallback: bool = False, **options) -> "Explainer":
         """An Explainer of another method on the same canonical model, sharing this one's runner (its
