@@ -1,13 +1,16 @@
 """Region perturbation (MoRF, Samek et al. 2017) on a small trained ViT: does AttnLRP beat input × gradient
-and Integrated Gradients, as the AttnLRP paper reports? An ad-hoc measurement (onnxplain has no
-evaluation-metrics module yet): needs torch (pip install torch==2.13.0).
+and Integrated Gradients, as the AttnLRP paper reports? Measured with ``onnxplain.evaluate``; needs torch
+(pip install torch==2.13.0) to train and export the ViT.
 
 The ViT (16×16 images, 4×4 patches, width 32, 2 heads, 2 pre-LN blocks) is trained for a few seconds on
 "which quadrant holds the bright square" (``--task quadrant``, a positional task) or "which colour is the
-square, wherever it is" (``--task colour``, a content task) and exported with torch.onnx. For each explained image the 16
-patches are removed most relevant first (relevance summed over the patch; removed = set to 0, the mean of
-the background), and AOPC = mean over k = 1..16 of f_c(x) − f_c(x with the k most relevant patches removed)
-is reported (higher: the explanation found what the model uses); ``random`` orders the patches at random.
+square, wherever it is" (``--task colour``, a content task) and exported with torch.onnx. The metrics, on
+the logit of the predicted class: ``region_perturbation`` with ``patch_size=4`` (the ViT's patches, 16 of
+them) and ``baseline="zero"`` (the background's mean): AOPC of MoRF (higher: the explanation found what
+the model uses), AOPC of LeRF (lower is better) and ABPC (LeRF − MoRF area, higher is better);
+``insertion`` (blur substrate) and ``deletion`` (zero) with their defaults. Each cell is the mean over the
+images and the 95 % bootstrap interval of ``Report.ranking``; then the paired per-image
+differences of AttnLRP and CP-LRP against input × gradient and IG (signed so that + favours AttnLRP/CP-LRP). ``random order`` ranks the patches by noise.
 
     python benchmarks/attention_perturbation.py [--task quadrant|colour] [--images 64] [--steps 300]
 """
@@ -18,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -83,19 +87,25 @@ def colours(rng, n):
 TASKS = {"quadrant": quadrants, "colour": colours}
 
 
-def aopc(ex, x, target, relevance):
-    """Mean over k of f_c(x) − f_c(x without its k most relevant 4×4 patches), per image."""
-    n = len(x)
-    patch = relevance.sum(1).reshape(n, 4, 4, 4, 4).sum((2, 4))  # [n, 4, 4]
-    order = np.argsort(-patch.reshape(n, 16), axis=1, kind="stable")
-    f0 = ex.logits(x)[np.arange(n), target]
-    cur, drops = x.copy(), []
-    for k in range(16):
-        for i in range(n):
-            r, c = divmod(int(order[i, k]), 4)
-            cur[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 0.0
-        drops.append(f0 - ex.logits(cur)[np.arange(n), target])
-    return np.mean(drops, axis=0)
+KEYS = (("region_perturbation", "AOPC MoRF ↑"), ("region_perturbation.lerf", "AOPC LeRF ↓"),
+        ("region_perturbation.abpc", "ABPC ↑"), ("insertion", "insertion ↑"), ("deletion", "deletion ↓"))
+METRICS = {"region_perturbation": {"patch_size": 4, "baseline": "zero"}, "insertion": {}, "deletion": {}}
+
+
+def random_row(ex, x, target, seed=7):
+    """The metrics for maps of Gaussian noise (a method-free reference; not a registered method, so the
+    metric functions are called directly, as evaluate calls them)."""
+    from onnxplain.evaluation import faithfulness
+    from onnxplain.evaluation.common import bootstrap_interval
+
+    rand = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    rp = faithfulness.region_perturbation(ex.logits, x, rand, target, layout="nchw",
+                                          **METRICS["region_perturbation"])
+    values = {"region_perturbation": rp.score, "region_perturbation.lerf": rp.extra["lerf"],
+              "region_perturbation.abpc": rp.extra["abpc"],
+              "insertion": faithfulness.insertion(ex.logits, x, rand, target, layout="nchw").score,
+              "deletion": faithfulness.deletion(ex.logits, x, rand, target, layout="nchw").score}
+    return {k: (float(np.mean(v)), *bootstrap_interval(v)) for k, v in values.items()}
 
 
 def main(argv=None):
@@ -127,18 +137,38 @@ def main(argv=None):
                           output_names=["logits"], dynamic_axes={"pixel_values": {0: "N"}}, opset_version=17,
                           dynamo=False)
         print(f"ViT on the {args.task} task: test accuracy {acc:.3f} ({args.images} images, {args.steps} steps)")
-        print(f"{'method':<22} {'AOPC (MoRF, 16 patches)':>24} {'± s.e.':>8}")
         base = onnxplain.Explainer(path, method="gradient", device="cpu")
         target = base.logits(x).argmax(1)
-        rand = np.random.default_rng(7).standard_normal(x.shape).astype(np.float32)
-        rows = [("random", aopc(base, x, target, rand))]
-        for name, opts in METHODS:
-            ex = onnxplain.Explainer(path, method=name, device="cpu", **opts)
-            label = name + "".join(f" {k}={v}" for k, v in opts.items() if k != "steps")
-            rows.append((label, aopc(base, x, target, ex.explain(x, target).relevance)))
-        for name, v in rows:
-            print(f"{name:<22} {v.mean():>24.4f} {v.std(ddof=1) / np.sqrt(len(v)):>8.4f}")
+        methods = {name + "".join(f" {k}={v}" for k, v in opts.items() if k != "steps"): (name, opts)
+                   for name, opts in METHODS}
+        t0 = time.perf_counter()
+        rep = onnxplain.evaluate(path, x, methods=methods, metrics=METRICS, target=target, device="cpu", seed=0)
+        rows = {"random order": random_row(base, x, target)}
+        for key, _ in KEYS:
+            for r in rep.ranking(key):
+                rows.setdefault(r.method, {})[key] = (r.mean, r.low, r.high)
+        print(f"onnxplain.evaluate: {time.perf_counter() - t0:.1f} s; mean [95 % bootstrap interval] over "
+              f"{len(x)} images; region perturbation: 4×4 patches (the ViT's), removed = 0 (the background mean)")
+        print(f"{'method':<22}" + "".join(f"{title:>24}" for _, title in KEYS))
+        for name in ["random order", *methods]:
+            print(f"{name:<22}" + "".join(f"{'%.2f [%.2f, %.2f]' % rows[name][k]:>24}" for k, _ in KEYS))
+        paired_differences(rep)
 
+
+def paired_differences(rep):
+    """AttnLRP / CP-LRP minus input × gradient and IG per image (paired), mean and 95 % bootstrap interval."""
+    from onnxplain.evaluation.common import bootstrap_interval
+
+    print("paired per-image difference, mean [95 % bootstrap interval] (sign: + = the first method is better)")
+    print(f"{'':<40}" + "".join(f"{title:>24}" for _, title in KEYS))
+    for a in ("lrp.attn", "lrp.cp"):
+        for b in ("input_t_gradient", "integrated_gradients"):
+            cells = []
+            for key, _ in KEYS:
+                d = rep.per_sample[a][key] - rep.per_sample[b][key]
+                d = d if rep.direction(key) else -d
+                cells.append("%.2f [%.2f, %.2f]" % (np.nanmean(d), *bootstrap_interval(d)))
+            print(f"{a + ' − ' + b:<40}" + "".join(f"{c:>24}" for c in cells))
 
 if __name__ == "__main__":
     main()
