@@ -8,7 +8,10 @@
   the histogram entropy of the map from the trained to the fully randomised model.
 * :func:`random_logit` — explain a random other class (Sixt et al. 2020): SSIM with the original map.
 
-The weights are re-initialised on the ONNX file itself (:func:`randomised_models`), so any model works.
+The weights are re-initialised on the ONNX file itself (:func:`randomised_weights`), so any model works.
+For the gradient family the cascade is one explainer graph with the randomisable weights as graph inputs,
+fed per randomised model (:func:`weight_input_cascade`); other methods get one model per layer
+(:func:`randomised_models`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import OnnxplainError
 from ..patterns import Patterns, find_layers
 from .common import MetricResult, histogram_entropy, normalise_by_max, spatial_axes, spearman, ssim
 
@@ -84,7 +88,10 @@ def weight_input_cascade(explainer, x, target, seed: int = 42, order: str = "top
     if not steps:
         return []
     runner = explainer.runner
-    sess = runner.weight_input_session(method, list(steps[-1][1]))
+    try:
+        sess = runner.weight_input_session(method, list(steps[-1][1]))
+    except OnnxplainError:  # a rule that needs a weight's values after all: rebuild per layer
+        return None
     tensors = explainer.canonical.graph.tensors()
     trained = {name: tensors[name].values for name in steps[-1][1]}
     batched = {explainer.input_name: np.asarray(x).astype(runner.input_dtype, copy=False),
