@@ -31,15 +31,19 @@ RESERVED = OUTPUTS + ("target", "condition", "channel_relevance", "channel_weigh
 
 
 def build_explainer(canonical: CanonicalModel, method, classes: int | None = None, *,
-                    external: dict | None = None) -> onnx.ModelProto:
+                    external: dict | None = None, weight_inputs=()) -> onnx.ModelProto:
     """Forward graph + target selection + ``method``'s backward pass (a bound GraphMethod), as one model.
 
     ``classes`` = K: K classes per row in one run (``target`` [N, K], relevance [N, K, ...]); a
     :class:`PerClassUnsupported` error when the graph's tensors are not all batch-first. ``external`` (a
     dict, filled here): the weights are not copied into the model — each constant of 64 KiB or more is an
     initializer with external data "onnxplain:in-memory" and its array goes into ``external`` by name, for
-    ``runtime.Session(model, initializers=external)``; the model alone is then not loadable."""
+    ``runtime.Session(model, initializers=external)``; the model alone is then not loadable.
+    ``weight_inputs``: names of constants (linear layers' weights and biases) that become graph inputs,
+    after the method's own inputs, fed on every run (:func:`weights_to_inputs`); only for a method whose
+    graph does not depend on their values (``method.weights_as_inputs``)."""
     g = canonical.graph.copy()
+    weights = weights_to_inputs(g, weight_inputs, method)
     x, logits, side = g.inputs[0], g.outputs[0], list(g.inputs[1:])
     tensors = g.tensors()
     for name in RESERVED:  # free the reserved names
@@ -102,7 +106,7 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
         g.nodes.append(gs.Node("Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o]))
         outs.append(o)
     # the model's other inputs stay inputs, fed as for the model; a method's own inputs come last
-    g.inputs = [x_in, *side, target_in] + [var for var, _ in extra_in]
+    g.inputs = [x_in, *side, target_in] + [var for var, _ in extra_in] + weights
     g.outputs = outs
     g.cleanup().toposort()
     schedule_early(g, b.early, logits)
@@ -119,6 +123,30 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
                             f"{per_class.k}). Outputs: relevance [N, {per_class.k}, ...], logits, target_out "
                             f"[N, {per_class.k}].")
     return model
+
+
+def weights_to_inputs(g: gs.Graph, names, method=None) -> list:
+    """Turn the constants ``names`` of ``g`` into variables of the same name, dtype and shape (every node
+    reading one reads the variable); returns the variables, for the caller to make graph inputs. An
+    error for a name that is not a constant, or a ``method`` whose graph depends on weight values."""
+    names = list(names)
+    if not names:
+        return []
+    if method is not None and not getattr(method, "weights_as_inputs", False):
+        raise OnnxplainError(f"method '{method.name}' computes from the weights' values at build time: its "
+                             "weights cannot be graph inputs")
+    tensors = g.tensors()
+    swap = {}
+    for name in names:
+        t = tensors.get(name)
+        if not isinstance(t, gs.Constant):
+            raise OnnxplainError(f"'{name}' is not a constant of the graph: it cannot become an input")
+        swap[name] = gs.Variable(name, dtype=t.values.dtype, shape=list(t.values.shape))
+    for node in g.nodes:
+        for i, t in enumerate(node.inputs):
+            if isinstance(t, gs.Constant) and t.name in swap:
+                node.inputs[i] = swap[t.name]
+    return list(swap.values())
 
 
 # ---- several classes in one run ---------------------------------------------------------------------

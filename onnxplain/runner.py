@@ -116,6 +116,15 @@ class ModelRunner:
             runtime.release_heap()
         return entry[2]
 
+    def weight_input_session(self, method: GraphMethod, names) -> runtime.Session:
+        """A new session of ``method``'s explainer graph in which the constants ``names`` (linear layers'
+        weights and biases) are graph inputs, fed with every run (``build_explainer(weight_inputs=)``): one
+        graph for many weight values (MPRT's randomised models). Not cached: the caller keeps it."""
+        entry = self._entry(method, None)
+        weights: dict = {}
+        data = build_explainer(self.canonical, entry[0], None, external=weights, weight_inputs=names)
+        return runtime.Session(data.SerializeToString(), self.device, initializers=weights)
+
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         sess = self.explainer_session(method)
         rows_in = rows.astype(self.input_dtype, copy=False)  # the model's own input dtype

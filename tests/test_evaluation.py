@@ -140,6 +140,20 @@ def test_linear_imputation_recovers_a_plane_and_solves_quantus_system():
         np.testing.assert_allclose(got[bi].reshape(3, -1)[:, idx], sol.T, atol=1e-8)
 
 
+@pytest.mark.parametrize("side", [0, 64])  # the 3-tap sums and the matrix products of the neighbour filter
+def test_linear_imputation_satisfies_the_equations_on_both_filter_paths(monkeypatch, side):
+    monkeypatch.setattr(perturb, "MATMUL_SIDE", side)
+    rng = np.random.default_rng(1)
+    img = rng.standard_normal((3, 2, 13, 17))
+    miss = rng.random((3, 13, 17)) < 0.6
+    got = perturb.linear_imputation(img, miss, tol=1e-12)
+    deg = perturb._neighbour_sum(np.ones((13, 17)))
+    resid = miss[:, None] * (deg * got - perturb._neighbour_sum(got))  # the 8-neighbour stencil, shifted sums
+    assert np.abs(resid).max() < 1e-9
+    np.testing.assert_array_equal(got[~np.broadcast_to(miss[:, None], got.shape)],
+                                  img[~np.broadcast_to(miss[:, None], img.shape)])
+
+
 def test_road_orders_exact_attribution_above_its_negation():
     forward, x, w, b = linear(shape=(1, 8, 8))
     t = np.zeros(4, np.int64)

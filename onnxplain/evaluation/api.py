@@ -56,6 +56,8 @@ class _Subject:
     def cascade(self, x, target, seed):
         """[(layer, relevance)] with one more layer randomised each step, from the logits down."""
         if self._cascade is None:
+            self._cascade = randomisation.weight_input_cascade(self.explainer, x, target, seed)
+        if self._cascade is None:  # the method's graph depends on the weights' values: one model per layer
             self._cascade = []
             for layer, model in randomisation.randomised_models(self.explainer.canonical, seed):
                 options = dict(self.options)

@@ -82,6 +82,31 @@ def _neighbour_sum(v, buf=None):
     return edges * (1 / 6) + corners * (1 / 12)
 
 
+MATMUL_SIDE = 32  # images up to this many pixels a side: ROAD's neighbour filter as two small matrix products
+
+
+def _filter121(shape):
+    """v ↦ T_H v T_Wᵀ over the last two axes of arrays of ``shape``, T = tridiagonal(1, 2, 1): the 3×3
+    filter [1 2 1]ᵀ[1 2 1] with zeros outside the image, as a function returning a new array: two
+    matrix products per image and channel for images up to :data:`MATMUL_SIDE` pixels a side (tiny
+    products, fewest numpy calls), else 3-tap sums along each axis (fewest operations)."""
+    h, w = shape[-2:]
+    if max(h, w) <= MATMUL_SIDE:
+        th = 2 * np.eye(h) + np.eye(h, k=1) + np.eye(h, k=-1)
+        tw = 2 * np.eye(w) + np.eye(w, k=1) + np.eye(w, k=-1)
+        return lambda v: np.matmul(th, np.matmul(v, tw))
+
+    def sums(v):
+        u = 2 * v
+        u[..., 1:] += v[..., :-1]
+        u[..., :-1] += v[..., 1:]
+        out = 2 * u
+        out[..., 1:, :] += u[..., :-1, :]
+        out[..., :-1, :] += u[..., 1:, :]
+        return out
+    return sums
+
+
 def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, max_iter: int | None = None,
                       start: np.ndarray | None = None):
     """Fill the ``missing`` pixels of ``img`` (B, C, H, W; missing (B, H, W) bool) with the solution of ROAD's
@@ -90,36 +115,60 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     without the noise). Solved by conjugate gradients on (D − W) restricted to the missing pixels
     (symmetric positive definite when every hole touches a known pixel; a hole with no known pixel
     stays 0), all images and channels at once, to a relative residual of ``tol``; ``start``: a first guess
-    (img's shape; e.g. the imputation of a smaller hole), else zeros."""
+    (img's shape; e.g. the imputation of a smaller hole), else zeros.
+
+    Speed: the 8-neighbour stencil is separable, W v = (T_H v T_Wᵀ − 4v) / 12 with T the tridiagonal
+    [1 2 1] filter (zero outside the image), so (D − W) v is two small matrix products or six sums
+    (:func:`_filter121`), and every step writes into preallocated arrays: the same iterates as the
+    textbook loop (to rounding), in ~20 numpy calls per iteration."""
     img = np.asarray(img, np.float64)
+    bsz, h, w = img.shape[0], img.shape[-2], img.shape[-1]
     m = missing[:, None].astype(np.float64)  # (B, 1, H, W)
-    deg = _neighbour_sum(np.ones(img.shape[-2:]))  # in-image neighbour weight
-
-    buf = np.zeros(img.shape[:-2] + (img.shape[-2] + 2, img.shape[-1] + 2))
-
-    def op(v):  # (D − W) v on the missing pixels (v is 0 elsewhere)
-        return m * (deg * v - _neighbour_sum(v, buf))
-
+    deg = _neighbour_sum(np.ones((h, w)))  # in-image neighbour weight
     known = img * (1 - m)
     rhs = m * _neighbour_sum(known)
-    v = np.zeros_like(img) if start is None else m * np.asarray(start, np.float64)
-    r = rhs - op(v) if start is not None else rhs.copy()
-    p = r.copy()
-    axes = tuple(range(1, img.ndim))
-    rr = (r * r).sum(axes, keepdims=True)
-    stop = tol ** 2 * np.maximum((rhs * rhs).sum(axes, keepdims=True), 1e-30)
-    its = max_iter or 10 * (img.shape[-1] + img.shape[-2]) + 50
+    cm = m * (deg + 1 / 3)  # (D − W) v = m·((deg + 1/3) v − S v / 12), S = T_H ⊗ T_W
+    m12 = m / 12
+    p = np.zeros_like(img)
+    ap = np.empty_like(img)
+    tmp = np.empty_like(img)
+    smooth = _filter121(img.shape)
+
+    def op(out):  # out = (D − W) p on the missing pixels (p is 0 elsewhere)
+        np.multiply(cm, p, out=out)
+        s = smooth(p)
+        s *= m12
+        out -= s
+        return out
+
+    def dot(a, b):  # per image: Σ over channels and pixels
+        return np.einsum("ij,ij->i", a.reshape(bsz, -1), b.reshape(bsz, -1)).reshape((bsz,) + (1,) * (img.ndim - 1))
+
+    if start is None:
+        v = np.zeros_like(img)
+        r = rhs.copy()
+    else:
+        v = m * np.asarray(start, np.float64)
+        p[...] = v
+        r = rhs - op(ap)
+    p[...] = r
+    rr = dot(r, r)
+    stop = tol ** 2 * np.maximum(dot(rhs, rhs), 1e-30)
+    its = max_iter or 10 * (w + h) + 50
     for _ in range(its):
         if np.all(rr <= stop):
             break
-        ap = op(p)
-        pap = (p * ap).sum(axes, keepdims=True)
-        alpha = np.where(pap > 0, rr / np.where(pap > 0, pap, 1), 0)
-        v += alpha * p
-        r -= alpha * ap
-        rr_new = (r * r).sum(axes, keepdims=True)
-        beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1), 0)
-        p = r + beta * p
+        op(ap)
+        pap = dot(p, ap)
+        alpha = np.divide(rr, pap, out=np.zeros_like(pap), where=pap > 0)
+        np.multiply(alpha, p, out=tmp)
+        v += tmp
+        np.multiply(alpha, ap, out=tmp)
+        r -= tmp
+        rr_new = dot(r, r)
+        beta = np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
+        p *= beta
+        p += r
         rr = rr_new
     return known + m * v
 

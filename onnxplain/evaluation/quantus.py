@@ -155,8 +155,10 @@ def road(forward, x, a, y, *, percentages=None, noise=0.01, abs=False, normalise
             np.put_along_axis(miss, order[idx, :k], True, 1)
             start = linear_imputation(x[idx], miss.reshape(len(idx), *x.shape[2:]), tol=1e-4, start=start)
             imp = start.reshape(len(idx), x.shape[1], -1).copy()
-            for r, i in enumerate(idx):  # randn(C, k) per sample, in the order of its indices
-                imp[r][:, order[i, :k]] += noise * rs.randn(x.shape[1], k)
+            # randn(C, k) per sample, in the order of its indices: one draw of the same stream
+            draws = rs.randn(len(idx), x.shape[1], k)
+            rows = np.arange(len(idx))[:, None, None]
+            imp[rows, np.arange(x.shape[1])[None, :, None], order[idx, :k][:, None, :]] += noise * draws
             hits[idx, j] = forward(imp.reshape(x[idx].shape).astype(x.dtype)).argmax(1) == y[idx]
     return MetricResult(hits.mean(1), curves={"morf_accuracy": hits}, info={"percentages": pct})
 

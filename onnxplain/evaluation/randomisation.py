@@ -8,7 +8,10 @@
   the histogram entropy of the map from the trained to the fully randomised model.
 * :func:`random_logit` — explain a random other class (Sixt et al. 2020): SSIM with the original map.
 
-The weights are re-initialised on the ONNX file itself (:func:`randomised_models`), so any model works.
+The weights are re-initialised on the ONNX file itself (:func:`randomised_weights`), so any model works.
+For the gradient family the cascade is one explainer graph with the randomisable weights as graph inputs,
+fed per randomised model (:func:`weight_input_cascade`); other methods get one model per layer
+(:func:`randomised_models`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import OnnxplainError
 from ..patterns import Patterns, find_layers
 from .common import MetricResult, histogram_entropy, normalise_by_max, spatial_axes, spearman, ssim
 
@@ -29,8 +33,9 @@ def pixel_map(relevance: np.ndarray, layout) -> np.ndarray:
 
 
 # ---- weights re-initialised on the ONNX graph --------------------------------------------------------
-def randomised_models(canonical, seed: int = 42, order: str = "top_down"):
-    """Yield (layer name, canonical model) with one more linear layer re-initialised each time.
+def randomised_weights(canonical, seed: int = 42, order: str = "top_down"):
+    """Yield (layer name, {constant name: array}) with one more linear layer re-initialised each time (the
+    dict holds every layer randomised so far: weights, and biases where the layer has a constant one).
 
     Layers are the linear layers (Conv, Gemm, MatMul with constant weights) on the input→logits path;
     ``top_down`` starts at the logits (Adebayo et al.'s cascade), ``bottom_up`` at the input. Weights and
@@ -41,18 +46,61 @@ def randomised_models(canonical, seed: int = 42, order: str = "top_down"):
     layers = find_layers(canonical.graph)
     if order == "top_down":
         layers = layers[::-1]
-    graph = canonical.graph.copy()  # tensors copied, weight arrays shared: we assign new arrays only
-    nodes = {n.name: n for n in graph.nodes}
+    nodes = {n.name: n for n in canonical.graph.nodes}
+    drawn: dict = {}
     for step, lay in enumerate(layers):
         rng = np.random.default_rng(seed + 1 + step)
         node = nodes[lay.name]
         bound = 1.0 / np.sqrt(max(lay.fan_in, 1))
         w = node.inputs[1]
-        w.values = rng.uniform(-bound, bound, w.values.shape).astype(w.values.dtype)
+        drawn[w.name] = rng.uniform(-bound, bound, w.values.shape).astype(w.values.dtype)
         if len(node.inputs) > 2 and hasattr(node.inputs[2], "values"):
             b = node.inputs[2]
-            b.values = rng.uniform(-bound, bound, b.values.shape).astype(b.values.dtype)
-        yield lay.name, dataclasses.replace(canonical, graph=graph.copy())
+            drawn[b.name] = rng.uniform(-bound, bound, b.values.shape).astype(b.values.dtype)
+        yield lay.name, dict(drawn)
+
+
+def randomised_models(canonical, seed: int = 42, order: str = "top_down"):
+    """Yield (layer name, canonical model) with one more linear layer re-initialised each time, the
+    weights of :func:`randomised_weights` set on a copy of the graph (one new model per layer)."""
+    graph = canonical.graph.copy()  # tensors copied, weight arrays shared: we assign new arrays only
+    tensors = graph.tensors()
+    for name, drawn in randomised_weights(canonical, seed, order):
+        for key, arr in drawn.items():
+            tensors[key].values = arr
+        yield name, dataclasses.replace(canonical, graph=graph.copy())
+
+
+def weight_input_cascade(explainer, x, target, seed: int = 42, order: str = "top_down"):
+    """[(layer, relevance)] of the randomisation cascade from ONE explainer graph whose randomisable
+    weights and biases are graph inputs (``build_explainer(weight_inputs=)``; the other constants stay
+    initializers): each randomised model is a run fed with its arrays, the layers not yet randomised
+    with their trained values. Same relevance as building one model per layer (:func:`randomised_models`)
+    for methods whose graph reads the weights only as tensors (``GraphMethod.weights_as_inputs``: the
+    gradient family). None when the method cannot (LRP and deep Taylor precompute W⁺, W⁻ and rule
+    choices from the weights' values, patterns are keyed to the weights, model-level methods run from
+    Python, the model has other inputs, or the method stops at a layer): then rebuild per layer."""
+    method = explainer.method
+    if not getattr(method, "weights_as_inputs", False) or explainer.canonical.side_inputs \
+            or getattr(method, "stop", None) is not None or getattr(method, "conditions", None):
+        return None
+    steps = list(randomised_weights(explainer.canonical, seed, order))
+    if not steps:
+        return []
+    runner = explainer.runner
+    try:
+        sess = runner.weight_input_session(method, list(steps[-1][1]))
+    except OnnxplainError:  # a rule that needs a weight's values after all: rebuild per layer
+        return None
+    tensors = explainer.canonical.graph.tensors()
+    trained = {name: tensors[name].values for name in steps[-1][1]}
+    batched = {explainer.input_name: np.asarray(x).astype(runner.input_dtype, copy=False),
+               "target": np.asarray(target, np.int64)}
+    out = []
+    for name, drawn in steps:
+        rel = sess.run_batched(batched, {**trained, **drawn}, batch_size=runner.batch_cap(), outputs=["relevance"])[0]
+        out.append((name, rel))
+    return out
 
 
 def rekeyed_patterns(patterns: Patterns, canonical) -> Patterns:

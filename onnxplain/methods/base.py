@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import ClassVar
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import numpy as np
@@ -128,6 +129,10 @@ class GraphMethod(Method):
 
     overrides: dict = field(default_factory=dict)  # op_type -> rule
     layer: Optional[str] = None
+    # True when the backward pass reads the linear layers' weights only as tensors (nothing computed from
+    # their values at build time), so they may be graph inputs (build_explainer(weight_inputs=)): MPRT then
+    # builds one graph for every randomised model. False (default): the graph depends on the values.
+    weights_as_inputs: ClassVar[bool] = False
     conditions: dict = field(default_factory=dict)
 
     def at_layer(self, layer: str | None = None, conditions: dict | None = None) -> "GraphMethod":

@@ -7,6 +7,7 @@ and Guided Backprop replace the ReLU rule. ``postprocess`` (none|abs|square) fol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import OnnxplainError
 from .base import GraphMethod
@@ -25,7 +26,10 @@ def _postprocess(b, t, how):
 
 @dataclass
 class GradientMethod(GraphMethod):
-    """∂ logit_c / ∂ x, optionally times x, then postprocessed."""
+    """∂ logit_c / ∂ x, optionally times x, then postprocessed. The weights are read as tensors only (the
+    adjoints take them as inputs), so they may be graph inputs (``weights_as_inputs``)."""
+
+    weights_as_inputs: ClassVar[bool] = True
 
     postprocess: str = "none"
     times_input: bool = False
