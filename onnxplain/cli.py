@@ -21,6 +21,8 @@ from .cli_options import (
     image_options,
     method_option_values,
     method_options,
+    ray_options,
+    ray_values,
     rule_options,
     run_options,
 )
@@ -59,7 +61,7 @@ def main():
 # ---- explain ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @method_options(required=False)
 @click.option("--target", type=Target(), default="top1", show_default=True, metavar="N|top1",
               help="Class to explain: an index, or top1 for each image's predicted class.")
@@ -75,29 +77,35 @@ def main():
               help="When the method has no rule for some ops, explain with occlusion instead of failing.")
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
+@ray_options
 def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
-            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap):
+            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap, ray_address,
+            workers):
     """Explain MODEL's decision on IMAGE files.
 
     Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
     <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
+    With --ray, IMAGES may be folders, explained by workers of a Ray cluster into the same files.
     """
     from .explainer import Explainer
     from .files import explain_files
+    from .files_parallel import explain_files_parallel
     from .images import Preprocessing
 
     pre = Preprocessing(scale, mean, std)
-    ex = Explainer(model, method, input=input_name, output=output_name, device=device, batch_size=batch_size,
-                   fallback=fallback, preprocessing=pre, dtype=dtype,
-                   **method_option_values(options, rules, first_layer, patterns))
+    settings = dict(input=input_name, output=output_name, device=device, batch_size=batch_size, fallback=fallback,
+                    preprocessing=pre, dtype=dtype, **method_option_values(options, rules, first_layer, patterns))
+    ex = Explainer(model, method, **settings)
     if ex.fallback_from:
         ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))
         click.echo(f"note: '{ex.fallback_from}' has no rule for {ops}; explaining with '{ex.method.name}' "
                    "instead", err=True)
     if ex.canonical.output_notice:
         click.echo(f"note: {ex.canonical.output_notice}", err=True)
-    report = explain_files(ex, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
-                           cmap=cmap, protected=[model, patterns])
+    files = dict(preprocessing=pre, size=size, layout=layout, target=target, cmap=cmap, protected=[model, patterns])
+    report = explain_files_parallel(model, method, settings, images, outdir, name=ex.method.name, **files,
+                                    **ray_values(ray_address, workers)) if ray_address else \
+        explain_files(ex, images, outdir, **files)
     click.echo("\n".join(_result_line(r) for r in report.results))
     if report.provider:
         click.echo(f"({ex.method.name} ran on onnxruntime's {report.provider})", err=True)
