@@ -1,0 +1,106 @@
+"""Fitting in shards without Ray (patterns/shards.py): the planned batches are iter_batches' batches, shard
+sums add up to the single-process fit, unreadable images are skipped; the Ray engine without Ray installed
+is one error line. The same on a Ray cluster: tests/test_ray.py."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from onnxplain import patterns as P
+from onnxplain.canonical import canonicalize
+from onnxplain.errors import OnnxplainError
+from onnxplain.files_parallel import plan_shards as plan_explain_shards
+from onnxplain.files import output_paths
+from onnxplain.patterns import shards as S
+from shard_data import MODEL, digits, make_folder, worst_rel
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="module")
+def canonical():
+    return canonicalize(MODEL)
+
+
+@pytest.mark.parametrize("batch_size,limit", [(16, None), (16, 50), (10, 30), (7, 200), (64, None)])
+def test_planned_batches_are_those_of_iter_batches(data, canonical, batch_size, limit):
+    want = list(P.iter_batches(data, canonical, batch_size, limit))
+    batches = S.plan_batches(data, canonical, batch_size, limit)
+    assert [b.size for b in batches] == [len(x) for x in want]
+    got = list(S.read_shard(batches, canonical, []))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)  # the same inputs, bit for bit, in the same batches
+
+
+def test_shard_sums_add_up_to_the_single_process_fit(data, canonical):
+    local = P.fit_statistics(MODEL, data, batch_size=16)
+    batches = S.plan_batches(data, canonical, 16)
+    shards = S.plan_shards(batches, 20)
+    assert len(shards) >= 3 and [b for s in shards for b in s] == batches
+    fitter = S.ShardFitter(MODEL, moments="two_component", regime="activation")
+    total = P.Statistics(fitter.layers, "two_component", "activation", model_fingerprint=local.model_fingerprint)
+    seen = []
+    for shard in reversed(shards):  # any order
+        res = fitter(shard, progress=seen.append)
+        assert res["skipped"] == [] and res["fingerprint"] == local.fingerprint
+        total.merge(P.Statistics(fitter.layers, "two_component", "activation", res["sums"]))
+    assert total.samples == local.samples == sum(seen) == sum(b.size for b in batches)
+    assert worst_rel(local, total) <= 1e-12
+    a, b = local.patterns(), total.patterns()
+    for name in a.names:
+        np.testing.assert_allclose(b.matrix(name), a.matrix(name), rtol=1e-12, atol=0)
+
+
+def test_an_unreadable_image_is_skipped_and_reported(tmp_path, canonical):
+    for i, img in enumerate(digits(12)):
+        img.save(tmp_path / f"d{i:02d}.png")
+    (tmp_path / "d05.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    fitter = S.ShardFitter(MODEL, moments="two_component", regime="activation")
+    res = fitter(S.plan_batches(str(tmp_path), canonical, 4)[0:3])
+    assert [os.path.basename(f) for f, _ in res["skipped"]] == ["d05.png"]
+    assert "d05.png" in res["skipped"][0][1]
+    good = [str(tmp_path / f"d{i:02d}.png") for i in range(12) if i != 5]
+    want = P.fit_statistics(MODEL, good, batch_size=64)
+    got = P.Statistics(fitter.layers, "two_component", "activation", res["sums"])
+    assert got.samples == 11
+    assert worst_rel(want, got) < 1e-5  # other batches than one process (float32 sums), the same inputs
+
+
+def test_parquet_images_equal_the_same_pixels_as_npy(tmp_path, canonical):
+    pytest.importorskip("pyarrow")
+    data = make_folder(tmp_path, images=0, npy=1, parquet=30)
+    os.remove(os.path.join(data, "b.npy"))
+    x = np.concatenate(list(P.iter_batches(data, canonical, 8)))
+    want = np.stack([np.asarray(im, np.float32)[None] / np.float32(255) for im in digits(30, 900)])
+    np.testing.assert_allclose(x, want, rtol=1e-6)
+    assert P.count_samples(data) == 30
+    with pytest.raises(OnnxplainError, match="no column 'pixels'"):
+        list(P.iter_batches(data, canonical, 8, column="pixels"))
+
+
+def test_the_ray_engine_without_ray_is_one_error_line(monkeypatch, data):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    with pytest.raises(OnnxplainError, match=r"needs Ray, which is not installed: pip install 'onnxplain\[ray\]'"):
+        P.fit_patterns(MODEL, data, engine="ray")
+    with pytest.raises(OnnxplainError, match="engine must be one of local, ray"):
+        P.fit_patterns(MODEL, data, engine="spark")
+
+
+def test_a_cluster_fit_needs_files(canonical):
+    with pytest.raises(OnnxplainError, match="a cluster reads files"):
+        S.plan_batches(np.zeros((4, 1, 32, 32), np.float32), canonical, 2)
+
+
+def test_explain_shards_name_outputs_as_the_whole_list():
+    images = [f"f{i}/x.png" for i in range(3)] + ["x-1.png", "X.jpg"] + [f"y{i}.png" for i in range(150)]
+    shards = plan_explain_shards(images, "gradient", 64)
+    assert len(shards) == 4 and sorted(p for s in shards for p in s) == sorted(images)
+    assert set(shards[0]) == {"f0/x.png", "f1/x.png", "f2/x.png", "x-1.png", "X.jpg"}
+    want = dict(zip(images, output_paths("out", images, "gradient")))
+    for s in shards:
+        assert dict(zip(s, output_paths("out", s, "gradient"))) == {p: want[p] for p in s}
