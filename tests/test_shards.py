@@ -3,6 +3,7 @@ sums add up to the single-process fit, unreadable images are skipped; the Ray en
 is one error line. The same on a Ray cluster: tests/test_ray.py."""
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -31,10 +32,11 @@ def test_planned_batches_are_those_of_iter_batches(data, canonical, batch_size, 
     want = list(P.iter_batches(data, canonical, batch_size, limit))
     batches = S.plan_batches(data, canonical, batch_size, limit)
     assert [b.size for b in batches] == [len(x) for x in want]
-    got = list(S.read_shard(batches, canonical, []))
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)  # the same inputs, bit for bit, in the same batches
+    with ThreadPoolExecutor(3) as pool:
+        for got in (list(S.read_shard(batches, canonical, [])), list(S.read_shard(batches, canonical, [], pool=pool))):
+            assert len(got) == len(want)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)  # the same inputs, bit for bit, in the same batches
 
 
 def test_shard_sums_add_up_to_the_single_process_fit(data, canonical):
@@ -60,7 +62,7 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path, canonical):
     for i, img in enumerate(digits(12)):
         img.save(tmp_path / f"d{i:02d}.png")
     (tmp_path / "d05.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    fitter = S.ShardFitter(MODEL, moments="two_component", regime="activation")
+    fitter = S.ShardFitter(MODEL, moments="two_component", regime="activation", decode_threads=2)
     res = fitter(S.plan_batches(str(tmp_path), canonical, 4)[0:3])
     assert [os.path.basename(f) for f, _ in res["skipped"]] == ["d05.png"]
     assert "d05.png" in res["skipped"][0][1]

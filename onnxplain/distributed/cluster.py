@@ -110,8 +110,11 @@ class Cluster:
             raise OnnxplainError("device='cuda' but the Ray cluster has no GPU")
         have = int(res.get("GPU" if gpus else "CPU", 1)) or 1
         self.workers = int(self._workers or have)
-        self.resources = {"num_gpus": 1, "num_cpus": 1} if gpus else \
-            {"num_cpus": min(1.0, res.get("CPU", 1) / self.workers)}
+        cpus = min(1.0, res.get("CPU", 1) / self.workers)
+        self.resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus}
+        # threads a worker may decode inputs with: 1 beside one worker per CPU; a GPU worker gets the CPUs
+        # of the cluster shared among the GPUs (Ray schedules it on one; decoding threads are not counted)
+        self.decode_threads = max(1, int(res.get("CPU", 1) // self.workers)) if gpus else 1
         return self
 
     def __exit__(self, *exc):
