@@ -167,7 +167,7 @@ def project(args):
         bound = "GPU" if gpus * per_gpu <= nodes * args.cores * args.decode * 0.9 else "decode"
         print(f"  {nodes} node{'s' if nodes > 1 else ' '} × 8 GPUs: {rate:6.0f} images/s ({bound}-bound) → "
               f"{compute / 60:5.1f} min fitting + {transfer / 60:4.1f} min sending {shards} shard results "
-              f"(4 per worker; --shard-size for fewer) ≈ {(compute + transfer) / 60:5.1f} min")
+              f"(4 per worker; fewer: shard_size=) ≈ {(compute + transfer) / 60:5.1f} min")
 
 
 if __name__ == "__main__":
