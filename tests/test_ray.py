@@ -115,3 +115,14 @@ def test_cli_explain_ray_writes_the_files_of_one_process(cluster, tmp_path):
         return sorted(line for line in text.splitlines() if ": class " in line)
 
     assert len(classes(res.output)) == 12 and classes(res.output) == classes(again)
+
+
+def test_a_user_error_in_a_worker_is_one_line_here(cluster, tmp_path):
+    from onnxplain.errors import OnnxplainError
+
+    bad = np.zeros((6, 1, 32, 32), np.float32)
+    bad[4, 0, 1, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(OnnxplainError, match=r"bad.npy contains NaN or an infinite value at index \(4, 0, 1, 2\)") as e:
+        P.fit_statistics(MODEL, str(tmp_path / "bad.npy"), batch_size=4, engine="ray", workers=1)
+    assert "\n" not in str(e.value)

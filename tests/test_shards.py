@@ -106,3 +106,11 @@ def test_explain_shards_name_outputs_as_the_whole_list():
     want = dict(zip(images, output_paths("out", images, "gradient")))
     for s in shards:
         assert dict(zip(s, output_paths("out", s, "gradient"))) == {p: want[p] for p in s}
+
+
+def test_the_ray_options_become_the_api_keywords():
+    from onnxplain.cli_options import ray_values
+
+    assert ray_values(None, 3) == {}
+    assert ray_values("local", None) == {"engine": "ray", "address": None, "workers": None}
+    assert ray_values("10.0.0.1:6379", 8) == {"engine": "ray", "address": "10.0.0.1:6379", "workers": 8}

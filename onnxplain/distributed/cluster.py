@@ -29,7 +29,7 @@ def connect(address: str | None = None):
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": True}  # workers' errors still shown
     if address:
         try:
             ray.init(address=address, **quiet)
