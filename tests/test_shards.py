@@ -114,3 +114,20 @@ def test_the_ray_options_become_the_api_keywords():
     assert ray_values(None, 3) == {}
     assert ray_values("local", None) == {"engine": "ray", "address": None, "workers": None}
     assert ray_values("10.0.0.1:6379", 8) == {"engine": "ray", "address": "10.0.0.1:6379", "workers": 8}
+
+
+def test_an_unreachable_cluster_address_fails_in_seconds():
+    import socket
+
+    from onnxplain.distributed.cluster import _reachable
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    _reachable(f"127.0.0.1:{port}")  # answers: no error
+    _reachable(f"ray://127.0.0.1:{port}")
+    _reachable("auto")  # not HOST:PORT: left to Ray
+    server.close()
+    with pytest.raises(OnnxplainError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        _reachable(f"127.0.0.1:{port}", timeout=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import uuid
 
 from ..errors import OnnxplainError, first_line
@@ -31,6 +32,7 @@ def connect(address: str | None = None):
         return ray
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}  # workers' errors still shown
     if address:
+        _reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -41,6 +43,19 @@ def connect(address: str | None = None):
     except ConnectionError:  # none runs here: start one
         ray.init(include_dashboard=False, **quiet)
     return ray
+
+
+def _reachable(address: str, timeout: float = 5.0):
+    """Fail in seconds, with one line, when HOST:PORT (also ray://HOST:PORT) does not answer: Ray itself
+    retries an unreachable address for minutes."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise OnnxplainError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (start one with "
+                             "`ray start --head`, or give --ray no address for a local instance)") from None
 
 
 class _Job:
@@ -77,13 +92,17 @@ class _Host:
         if self.crash_once and not os.path.exists(self.crash_once):  # tests: die once, as a lost node would
             open(self.crash_once, "w").close()
             os._exit(1)
+        import ray
+
         done = [0]
 
         def progress(n):
             done[0] += int(n)
             self.tracker.report.remote(index, done[0])
 
-        return self.work(shard, progress=progress)
+        result = self.work(shard, progress=progress)
+        ray.get(self.tracker.report.remote(index, done[0]))  # counted before the result reaches the driver
+        return result
 
 
 class Cluster:
