@@ -94,7 +94,6 @@ def main():
     import ray
 
     from onnxplain.patterns import fit_statistics
-    from onnxplain.distributed import Cluster
 
     print(f"machine: {machine()}")
     print(f"data: {args.images} digits PNG 32x32, batch {args.batch}, models/digits_cnn.onnx, two_component\n")
