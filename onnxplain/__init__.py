@@ -17,15 +17,19 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what __getattr__ loads on first use
     from .canonical import CanonicalModel, canonicalize, load_model
+    from .evaluation import Report, evaluate
     from .explainer import Explainer, Explanation
     from .images import Preprocessing
+    from .plotting import plot
+    from .concepts import top_channels
     from .patterns import Patterns, Statistics, fit_patterns, fit_statistics, signal_quality
 
 _LAZY = {
     "CanonicalModel": ".canonical", "canonicalize": ".canonical", "load_model": ".canonical",
-    "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images",
+    "Explainer": ".explainer", "Explanation": ".explainer", "Preprocessing": ".images", "plot": ".plotting",
     "Patterns": ".patterns", "Statistics": ".patterns", "fit_patterns": ".patterns",
-    "fit_statistics": ".patterns", "signal_quality": ".patterns",
+    "fit_statistics": ".patterns", "signal_quality": ".patterns", "top_channels": ".concepts",
+    "evaluate": ".evaluation", "Report": ".evaluation",
 }
 
 
@@ -44,6 +48,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation",
-           "Preprocessing", "methods", "canonicalize", "load_model", "CanonicalModel",
+__all__ = ["top_channels", "Patterns", "Statistics", "fit_patterns", "fit_statistics", "signal_quality", "Explainer", "Explanation",
+           "Preprocessing", "plot", "methods", "evaluate", "Report", "canonicalize", "load_model", "CanonicalModel",
            "OnnxplainError", "ModelError", "UnsupportedOpError", "ImageError", "__version__"]

@@ -16,11 +16,16 @@ from . import __version__
 from .cli_options import (
     CMAPS,
     Target,
+    dataset_options,
     dtype_option,
+    feed_option,
+    figure_options,
     graph_options,
     image_options,
+    layer_option,
     method_option_values,
     method_options,
+    methods_options,
     ray_options,
     ray_values,
     rule_options,
@@ -61,62 +66,59 @@ def main():
 # ---- explain ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@method_options(required=False)
-@click.option("--target", type=Target(), default="top1", show_default=True, metavar="N|top1",
-              help="Class to explain: an index, or top1 for each image's predicted class.")
+@click.argument("images", nargs=-1, required=True, metavar="INPUTS...")
+@methods_options()
+@click.option("--target", type=Target(several=True), default="top1", show_default=True, metavar="N[,N...]|top1",
+              help="Class(es) to explain: an index, a comma-separated list, or top1 for each input's predicted class.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default=DEFAULT_OUTDIR, show_default=True,
-              metavar="DIR",
-              help="Folder for <stem>.<method>.png, .heatmap.png and .npy (created if missing).")
+              metavar="DIR", help="Folder for the figures, relevance, results.jsonl/.csv and index.html.")
+@dataset_options
 @rule_options
+@layer_option
 @image_options
 @graph_options
+@feed_option
 @dtype_option
 @run_options()
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
-              help="When the method has no rule for some ops, explain with occlusion instead of failing.")
+              help="When a method has no rule for some ops, explain with occlusion instead of failing.")
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
+@figure_options
 @ray_options
-def explain(model, images, method, options, target, outdir, rules, first_layer, patterns, size, mean, std,
-            scale, layout, input_name, output_name, dtype, device, batch_size, fallback, cmap, ray_address,
-            workers):
-    """Explain MODEL's decision on IMAGE files.
+def explain(model, images, methods, options, target, outdir, top_k, limit, resume, rules, first_layer, patterns,
+            layer, size, mean, std, scale, layout, input_name, output_name, feeds, dtype, device, batch_size, fallback, cmap,
+            labels, overlay, scaling, ray_address, workers):
+    """Explain MODEL's decisions on INPUTS: image files, folders, glob patterns, @list.txt files, .npy
+    arrays (N, ...) in the model's input layout, .csv rows (a header row names the features).
 
-    Prints each image's class and writes, per image, <stem>.<method>.png (image | heatmap),
-    <stem>.<method>.heatmap.png and the raw relevance <stem>.<method>.npy (model input layout).
-    With --ray, IMAGES may be folders, explained by workers of a Ray cluster into the same files.
+    Prints each input's class (and for feature inputs the features ranked by relevance) and writes, per
+    input and class, <stem>.<class>.png (the input, then one labelled heatmap or bar chart per method),
+    per method <stem>.<method>.npy (raw relevance) and .heatmap.png, and results.jsonl, results.csv and
+    index.html (a gallery) for the whole run. Exit status 3 when some inputs failed (the others are done).
+    With --ray the inputs are explained, and their files written, by the workers of a Ray cluster.
     """
-    from .explainer import Explainer
-    from .files import explain_files
-    from .files_parallel import explain_files_parallel
+    from .explainer import explainers_for
+    from .files import explain_dataset, notices, result_line, summary_lines
     from .images import Preprocessing
+    from .labels import model_labels, read_labels
 
     pre = Preprocessing(scale, mean, std)
-    settings = dict(input=input_name, output=output_name, device=device, batch_size=batch_size, fallback=fallback,
-                    preprocessing=pre, dtype=dtype, **method_option_values(options, rules, first_layer, patterns))
-    ex = Explainer(model, method, **settings)
-    if ex.fallback_from:
-        ops = ", ".join(sorted({f"{op} ({name})" for op, name in ex.missing_ops}))
-        click.echo(f"note: '{ex.fallback_from}' has no rule for {ops}; explaining with '{ex.method.name}' "
-                   "instead", err=True)
-    if ex.canonical.output_notice:
-        click.echo(f"note: {ex.canonical.output_notice}", err=True)
-    files = dict(preprocessing=pre, size=size, layout=layout, target=target, cmap=cmap, protected=[model, patterns])
-    report = explain_files_parallel(model, method, settings, images, outdir, name=ex.method.name, **files,
-                                    **ray_values(ray_address, workers)) if ray_address else \
-        explain_files(ex, images, outdir, **files)
-    click.echo("\n".join(_result_line(r) for r in report.results))
-    if report.provider:
-        click.echo(f"({ex.method.name} ran on onnxruntime's {report.provider})", err=True)
-
-
-def _result_line(r) -> str:
-    p, top = r.probabilities, r.top
-    line = f"{r.image}: class {top} (score {p[top]:.3f}, logit {r.logits[top]:.4g})"
-    if r.target != top:
-        line += f"; explained class {r.target} (score {p[r.target]:.3f}, logit {r.logits[r.target]:.4g})"
-    return line
+    exs = explainers_for(model, methods, input=input_name, output=output_name, device=device, batch_size=batch_size,
+                         fallback=fallback, preprocessing=pre, dtype=dtype, layer=layer,
+                         **method_option_values(options, rules, first_layer, patterns))
+    names = read_labels(labels) if labels else model_labels(model)
+    for line in notices(exs, names):
+        click.echo(f"note: {line}", err=True)
+    report = explain_dataset(exs, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
+                             top_k=top_k, labels=names, cmap=cmap, overlay=overlay, scaling=scaling, limit=limit,
+                             resume=resume, protected=[model, patterns, labels], inputs_fed=feeds,
+                             on_result=lambda r: click.echo(result_line(r, names), err=not r.ok),
+                             **ray_values(ray_address, workers))
+    for line in summary_lines(report, exs):
+        click.echo(line, err=True)
+    if report.failures:
+        raise click.exceptions.Exit(3)
 
 
 # ---- export -------------------------------------------------------------------------------------
@@ -126,9 +128,10 @@ def _result_line(r) -> str:
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="EXPLAINER.onnx",
               help="Where to write the explainer model (never the input model).")
 @rule_options
+@layer_option
 @graph_options
 @dtype_option
-def export(model, method, options, out, rules, first_layer, patterns, input_name, output_name, dtype):
+def export(model, method, options, out, rules, first_layer, patterns, layer, input_name, output_name, dtype):
     """Write a standalone explainer .onnx.
 
     Its inputs are the image and an optional int64 ``target`` (empty: top-1); its outputs are
@@ -137,7 +140,7 @@ def export(model, method, options, out, rules, first_layer, patterns, input_name
     from .explainer import Explainer
     from .inspection import explainer_io_lines
 
-    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype,
+    ex = Explainer(model, method, input=input_name, output=output_name, dtype=dtype, layer=layer,
                    **method_option_values(options, rules, first_layer, patterns))
     path = ex.export(out, inputs=[patterns])
     click.echo(f"wrote {path} (method {ex.method.name})")
@@ -169,8 +172,10 @@ def list_methods():
         click.echo(f"{name:<{width}}  {description}")
 
 
+from .cli_evaluate import evaluate_command  # noqa: E402
 from .cli_patterns import fit_patterns_command, signal_quality_command  # noqa: E402
 
+main.add_command(evaluate_command)
 main.add_command(fit_patterns_command)
 main.add_command(signal_quality_command)
 

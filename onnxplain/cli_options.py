@@ -15,6 +15,8 @@ from .methods import methods
 
 DEVICES = ("auto", "cpu", "cuda")  # = runtime.DEVICES
 CMAPS = ("bwr", "coolwarm")  # = heatmap.DIVERGING
+OVERLAYS = ("side", "alpha")  # = figures.OVERLAYS
+SCALINGS = ("symmetric", "shared", "minmax")  # = figures.SCALINGS
 DTYPES = ("float32", "float16")  # = canonical.passes.precision.DTYPES
 
 
@@ -34,22 +36,28 @@ class Number(click.ParamType):
 
 
 class Target(click.ParamType):
-    """A class index ≥ 0, or ``top1`` (→ None: explain the predicted class)."""
+    """A class index ≥ 0, ``top1`` (→ None: explain the predicted class), or with ``several=True`` a
+    comma-separated list of class indices (→ a tuple: these classes for every input)."""
 
     name = "N|top1"
 
+    def __init__(self, several: bool = False):
+        self.several = several
+
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int):
+        if value is None or isinstance(value, (int, tuple)):
             return value
         if str(value).lower() == "top1":
             return None
+        parts = str(value).split(",") if self.several else [str(value)]
         try:
-            t = int(value)
+            ts = [int(p) for p in parts]
         except ValueError:
-            t = -1
-        if t < 0:
-            self.fail(f"{value!r} is not a class index ≥ 0 or 'top1'", param, ctx)
-        return t
+            ts = [-1]
+        if min(ts) < 0:
+            self.fail(f"{value!r} is not a class index ≥ 0{', a list of them' if self.several else ''} or 'top1'",
+                      param, ctx)
+        return ts[0] if len(ts) == 1 else tuple(ts)
 
 
 def parse_options(ctx, param, values) -> dict:
@@ -93,6 +101,43 @@ def method_options(required: bool):
     )
 
 
+def parse_methods(ctx, param, values) -> tuple:
+    """Repeated ``-m`` and/or comma-separated lists → the method names in order, each once."""
+    names = [p.strip() for v in values for p in str(v).split(",") if p.strip()]
+    return tuple(dict.fromkeys(names)) or ("gradient",)
+
+
+def methods_options():
+    """``-m`` for commands that run several methods at once, and ``-O``."""
+    return compose(
+        click.option("-m", "--method", "methods", multiple=True, callback=parse_methods, metavar="METHOD[,METHOD]",
+                     help="Explanation method(s), repeatable or comma-separated (default gradient): "
+                          f"{', '.join(methods())} (see `onnxplain methods`)."),
+        click.option("-O", "--option", "options", multiple=True, callback=parse_options, metavar="KEY=VALUE",
+                     help="Method option, repeatable; values are parsed as int/float/true/false/string "
+                          "(e.g. -O postprocess=abs); with several methods, each gets the options it takes."),
+    )
+
+
+figure_options = compose(
+    click.option("--labels", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Class names: one per line, or JSON (default: the names the model states, if any)."),
+    click.option("--overlay", type=click.Choice(OVERLAYS), default="side", show_default=True,
+                 help="Heatmaps beside the image (side) or blended over it (alpha)."),
+    click.option("--scaling", type=click.Choice(SCALINGS), default="symmetric", show_default=True,
+                 help="Colour range: ±v per map (symmetric), one ±v for all maps of a figure (shared), or "
+                      "each map's min..max (minmax)."),
+)
+
+dataset_options = compose(
+    click.option("--top-k", type=click.IntRange(min=1), metavar="K",
+                 help="Explain each input's K highest-scoring classes (instead of --target)."),
+    click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Explain only the first N inputs."),
+    click.option("--resume", is_flag=True,
+                 help="Skip inputs whose outputs in the folder exist and are complete (from results.jsonl)."),
+)
+
+
 def parse_rules(ctx, param, values) -> dict:
     rules = {}
     for item in values:
@@ -125,11 +170,33 @@ def method_option_values(options, rules, first_layer, patterns) -> dict:
     return options
 
 
+layer_option = click.option(
+    "--layer", metavar="NAME",
+    help="Stop at this tensor: its relevance (or gradient), or the CAM's target layer (default for CAMs: the last "
+         "conv activation / ViT block; `onnxplain inspect` lists the layers).")
+
 graph_options = compose(
-    click.option("--input", "input_name", metavar="NAME", help="Image input to explain (default: automatic)."),
+    click.option("--input", "input_name", metavar="NAME",
+                 help="Input to explain (default: the only float input, else the only image-shaped one); the "
+                      "model's other inputs are given with --feed (kept as inputs by export)."),
     click.option("--output", "output_name", metavar="NAME",
                  help="Logits output (default: automatic; trailing Softmax etc. are stripped)."),
 )
+
+def parse_feeds(ctx, param, values) -> dict:
+    feeds = {}
+    for item in values:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise click.BadParameter(f"expected NAME=FILE.npy, got {item!r}", ctx, param)
+        feeds[key.strip()] = path.strip()
+    return feeds
+
+
+feed_option = click.option(
+    "--feed", "feeds", multiple=True, callback=parse_feeds, metavar="NAME=FILE.npy",
+    help="Value of another model input (a metadata vector, a mask) held fixed while --input is explained: a "
+         ".npy array with one row for every input or one row per input, in order; repeatable.")
 
 image_options = compose(
     click.option("--size", nargs=2, type=int, metavar="H W",

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from .cli_options import compose, device_option, graph_options, image_options, ray_options, ray_values
+from .cli_options import compose, device_option, feed_option, graph_options, image_options, ray_options, ray_values
 from .progress import Progress
 
 ESTIMATORS = ("two_component", "linear", "all")  # = patterns.ESTIMATORS
@@ -27,7 +27,7 @@ def _data_options(f):
                      help="Use at most N inputs."),
         click.option("--column", default="image", show_default=True, metavar="NAME",
                      help="Column of .parquet files that holds the images (encoded bytes) or arrays."),
-        image_options, device_option, graph_options,
+        image_options, device_option, graph_options, feed_option,
     )(f)
 
 
@@ -35,6 +35,7 @@ def _api(options: dict) -> dict:
     """The data, device, graph (and Ray) options as the keywords of fit_patterns / signal_quality."""
     options = dict(options)
     options["input"], options["output"] = options.pop("input_name"), options.pop("output_name")
+    options["inputs"] = options.pop("feeds") or None
     if "ray_address" in options:
         options.update(ray_values(options.pop("ray_address"), options.pop("workers")))
     return options

@@ -91,11 +91,13 @@ def _named_path(graph: gs.Graph, names):
 
 def backward(b: Builder, graph: gs.Graph, output: gs.Tensor, seed: gs.Tensor, wrt: gs.Tensor,
              rule_for: Callable[[gs.Node], Optional[Rule]], options: dict | None = None,
-             method: str = "?", path=None) -> gs.Tensor:
+             method: str = "?", path=None, at: dict | None = None) -> gs.Tensor:
     """Emit the backward pass from ``seed`` (shape of ``output``) to ``wrt``; return the result tensor.
 
     ``path``: the names of the nodes on the path (topological order), when the caller walked the graph
-    already (a bound method's ``path`` on the graph this one is a copy of); else the graph is walked."""
+    already (a bound method's ``path`` on the graph this one is a copy of); else the graph is walked.
+    ``at``: {tensor name: f(builder, signal) -> signal}, applied to the complete signal arriving at that
+    tensor (all fan-out summed) before it travels further down (conditional relevance masks channels so)."""
     nodes = _named_path(graph, path) if path is not None else None
     if nodes is None:
         nodes, needs = path_nodes(graph, wrt, output)
@@ -108,6 +110,8 @@ def backward(b: Builder, graph: gs.Graph, output: gs.Tensor, seed: gs.Tensor, wr
     grads: dict[str, list] = {output.name: [seed]}
     for node in reversed(nodes):
         gouts = [b.sum(grads.pop(o.name, [])) for o in node.outputs]
+        if at:
+            gouts = [at[o.name](b, g) if g is not None and o.name in at else g for o, g in zip(node.outputs, gouts)]
         if all(g is None for g in gouts):
             continue
         ctx.node = node
@@ -118,6 +122,8 @@ def backward(b: Builder, graph: gs.Graph, output: gs.Tensor, seed: gs.Tensor, wr
             if g is not None and ctx.needs_grad(t):
                 grads.setdefault(t.name, []).append(g)
     result = b.sum(grads.get(wrt.name, []))
+    if at and result is not None and wrt.name in at:
+        result = at[wrt.name](b, result)
     if result is None:  # the output does not depend on the input
         result = b.zeros_like(wrt)
     return result

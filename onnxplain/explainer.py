@@ -8,6 +8,7 @@ model-level methods get the runner (the :class:`~onnxplain.methods.base.Runner` 
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -15,97 +16,18 @@ import onnx
 
 from . import runtime
 from .canonical import CanonicalModel, canonicalize
+from .canonical.feeds import Feeds
 from .canonical.loading import source_files
+from .canonical.saving import data_path, save_model
 from .errors import OnnxplainError, UnsupportedOpError
-from .explainer_graph import OUTPUTS, PerClassUnsupported, build_explainer
-from .fileio import atomic_write, refuse_inputs
-from .methods import Explanation, GraphMethod, get_method
+from .explainer_graph import OUTPUTS, PerClassUnsupported
+from .fileio import refuse_inputs
+from .methods import Explanation, GraphMethod, accepted_options, get_method
+from .runner import ModelRunner
+from .stream import explain_stream
 
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
-
-
-class ModelRunner:
-    """Runs one canonical model for a method: its forward pass and the explainer graphs of graph methods.
-
-    Sessions are created on first use and kept for the runner's lifetime."""
-
-    def __init__(self, canonical: CanonicalModel, device: str = "auto", batch_size: int = 32):
-        self.canonical = canonical
-        self.device = device
-        self.batch_size = int(batch_size)
-        self._forward: runtime.Session | None = None
-        self._graphs: dict = {}  # (id(method), classes per row) -> [method, model, session or None]
-        # what every call reads of the model, read once (CanonicalModel derives it from its graph each time)
-        self.input_shape = list(canonical.input_shape or [])
-        self.dtype = canonical.dtype
-        self.input_dtype = canonical.boundary_dtypes[0]  # the source model's own input dtype
-        out_shape = canonical.output.shape
-        self.classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], (int, np.integer)) \
-            and out_shape[-1] > 0 else None
-
-    @property
-    def input_name(self) -> str:
-        return self.canonical.input_name
-
-    def batch_cap(self, batch_size: int | None = None) -> int:
-        bs = int(batch_size or self.batch_size)
-        fixed = (self.input_shape or [None])[0]
-        if isinstance(fixed, (int, np.integer)) and fixed > 0:
-            bs = min(bs, int(fixed))
-        return max(bs, 1)
-
-    def forward_session(self) -> runtime.Session:
-        if self._forward is None:
-            self._forward = runtime.Session(self.canonical.to_onnx(), self.device)
-        return self._forward
-
-    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        return self.forward_session().run_batched({self.input_name: x}, batch_size=self.batch_cap(batch_size))[0]
-
-    def forward_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.forward_session().run({self.input_name: rows})[0]
-
-    def _entry(self, method: GraphMethod, classes: int | None = None) -> list:
-        """[method, model or None, session or None] of ``method`` at ``classes`` per row."""
-        key = (id(method), classes)
-        hit = self._graphs.get(key)
-        if hit is None or hit[0] is not method:
-            method.bind(self.canonical)
-            hit = self._graphs[key] = [method, None, None]
-        if isinstance(hit[1], Exception):  # remembered: asked again, it fails at once
-            raise hit[1]
-        return hit
-
-    def _build(self, entry, classes, external=None):
-        try:
-            return build_explainer(self.canonical, entry[0], classes, external=external)
-        except PerClassUnsupported as exc:
-            entry[1] = exc
-            raise
-
-    def explainer_model(self, method: GraphMethod, classes: int | None = None) -> onnx.ModelProto:
-        """The explainer graph of ``method``; with ``classes`` = K, the one explaining K classes per row."""
-        entry = self._entry(method, classes)
-        if entry[1] is None:
-            entry[1] = self._build(entry, classes)
-        return entry[1]
-
-    def explainer_session(self, method: GraphMethod, classes: int | None = None) -> runtime.Session:
-        """The session of that graph, built without a protobuf copy of its weights: onnxruntime gets them
-        as arrays (``build_explainer(external=)``), so nothing of that size is serialised or parsed."""
-        entry = self._entry(method, classes)
-        if entry[2] is None:
-            weights: dict = {}
-            data = self._build(entry, classes, weights).SerializeToString()
-            entry[2] = runtime.Session(data, self.device, initializers=weights)
-        return entry[2]
-
-    def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
-        sess = self.explainer_session(method)
-        rows_in = rows.astype(self.input_dtype, copy=False)  # the model's own input dtype
-        rel = sess.run({self.input_name: rows_in, "target": np.asarray(target, np.int64)}, ["relevance"])[0]
-        return rel.astype(rows.dtype, copy=False)
 
 
 class Explainer:
@@ -117,20 +39,33 @@ class Explainer:
     is replaced by occlusion (``fallback_from`` and ``missing_ops`` say so); otherwise
     :class:`UnsupportedOpError` names the ops and nodes. ``preprocessing``
     (:class:`onnxplain.images.Preprocessing`) tells methods the input domain: z^B bounds of the box rules,
-    pixel-space baselines of Integrated Gradients. ``dtype`` is the float type explainers compute in: by
+    pixel-space baselines of Integrated Gradients. ``layer=NAME`` (graph methods): the relevance or gradient
+    of that tensor instead of the input's, with per-channel totals in ``extras["channel_relevance"]``;
+    ``conditions={layer: [channels]}``: conditional relevance (see :class:`~onnxplain.methods.GraphMethod`). ``dtype`` is the float type explainers compute in: by
     default float32 for fp16 and mixed-precision models (others keep theirs); ``"float16"`` builds fp16
     explainers for GPUs. Explainer graphs keep the model's own dtypes at their inputs and outputs.
     """
 
     def __init__(self, model, method: str = "gradient", *, input: str | None = None,
                  output: str | None = None, device: str = "auto", batch_size: int = 32,
-                 fallback: bool = False, preprocessing=None, dtype: str | None = None, **options):
+                 fallback: bool = False, preprocessing=None, dtype: str | None = None, layer: str | None = None,
+                 conditions: dict | None = None, _runner=None, **options):
         runtime.providers_for(device)  # validates the device early
         if int(batch_size) < 1:
             raise OnnxplainError("batch_size must be ≥ 1")
         self.canonical: CanonicalModel = model if isinstance(model, CanonicalModel) else \
             canonicalize(model, input=input, output=output, dtype=dtype)
+        self.preprocessing = preprocessing
+        self.layer, self.conditions = layer, conditions
         self.method = get_method(method, preprocessing=preprocessing, **options)
+        if layer is not None and not conditions and hasattr(self.method, "layer") \
+                and not isinstance(self.method, GraphMethod):  # Score-CAM, Ablation-CAM
+            self.method.layer = layer
+        elif layer is not None or conditions:
+            if not isinstance(self.method, GraphMethod):
+                raise OnnxplainError(f"method '{self.method.name}' runs from Python: layer= and conditions= "
+                                     "need a graph method (gradient, LRP, CAMs, ...)")
+            self.method.at_layer(layer, conditions)
         self.method.bind(self.canonical)
         self._model: onnx.ModelProto | None = None  # the exported graph of a model-level method
         self.fallback_from: str | None = None  # set when fallback=True replaced the method
@@ -143,7 +78,14 @@ class Explainer:
             image = len(self.canonical.input_shape) == 4
             self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
             self.method.bind(self.canonical)
-        self.runner = ModelRunner(self.canonical, device, batch_size)
+        self.runner = _runner or ModelRunner(self.canonical, device, batch_size)
+
+    def with_method(self, method: str, *, fallback: bool = False, **options) -> "Explainer":
+        """An Explainer of another method on the same canonical model, sharing this one's runner (its
+        forward session): nothing is loaded or canonicalised again."""
+        return Explainer(self.canonical, method, device=self.device, batch_size=self.batch_size,
+                         fallback=fallback, preprocessing=self.preprocessing, layer=self.layer,
+                         conditions=self.conditions, _runner=self.runner, **options)
 
     # ---- properties ---------------------------------------------------------------------------
     @property
@@ -173,10 +115,15 @@ class Explainer:
 
     def export(self, path, inputs=()) -> str:
         """Write the standalone explainer .onnx atomically; never over the source model, its external data
-        or another of ``inputs`` (e.g. a patterns file), also not through a link."""
+        or another of ``inputs`` (e.g. a patterns file), also not through a link. An explainer past
+        protobuf's 2 GB limit keeps its weights in ``<path>.data`` beside it (:mod:`.canonical.saving`)."""
         path = os.fspath(path)
-        refuse_inputs([path], [*source_files(self.canonical.source), *inputs])
-        write_model(self.build(), path)
+        refuse_inputs([path, data_path(path)], [*source_files(self.canonical.source), *inputs])
+        if isinstance(self.method, GraphMethod):  # the weights go from their arrays to the file
+            model, weights = self.runner.explainer_parts(self.method)
+            save_model(model, path, what="explainer model", arrays=weights)
+        else:
+            write_model(self.build(), path)
         return path
 
     # ---- running ------------------------------------------------------------------------------
@@ -214,11 +161,16 @@ class Explainer:
                                  f"the model has {classes} classes (0..{classes - 1})")
         return t
 
-    def logits(self, x) -> np.ndarray:
-        """Forward pass of the canonical model: the logits."""
-        return self.runner.logits(self._check_input(x))
+    def _feeds(self, inputs, n: int) -> Feeds:
+        return Feeds(self.runner.side, inputs, n, self.canonical.source or "the model")
 
-    def explain(self, x, target=None, *, top_k: int | None = None) -> Explanation:
+    def logits(self, x, *, inputs: dict | None = None) -> np.ndarray:
+        """Forward pass of the canonical model: the logits (``inputs``: as for :meth:`explain`)."""
+        x = self._check_input(x)
+        with self.runner.feeding(self._feeds(inputs, len(x))):
+            return self.runner.logits(x)
+
+    def explain(self, x, target=None, *, top_k: int | None = None, inputs: dict | None = None) -> Explanation:
         """Relevance of every input element for the target logit (default: each row's top-1 class).
 
         ``target``: a class index, one per row ([N]), or several per row ([N, K], or [K] given as [1, K]
@@ -229,24 +181,34 @@ class Explainer:
         the method computes from them alone, such as LRP's modified forward) — cost ≤ forward + K ×
         backward instead of K × (forward + backward); the chunks hold ``batch_size`` backward rows (more
         classes than that: a forward per group of classes). Model-level methods (occlusion, IG, ...) run
-        once per class."""
+        once per class.
+
+        ``inputs``: {name: array or .npy path} of the model's other inputs (a metadata vector beside the
+        image, a mask), held fixed while ``x`` is explained (:mod:`onnxplain.canonical.feeds`): one row per
+        sample, or one row (or no batch axis) for all. Every method feeds them to each of its runs,
+        repeated along the copies it makes of ``x``."""
         x = self._check_input(x)
+        with self.runner.feeding(self._feeds(inputs, len(x))):
+            return self._explain(x, target, top_k)
+
+    def _explain(self, x, target, top_k) -> Explanation:
         if top_k is not None or (target is not None and (isinstance(target, str) or np.ndim(target) == 2)):
             return self._explain_classes(x, *self._check_classes(target, top_k, len(x)))
         t = self._check_target(target, len(x))
         if not isinstance(self.method, GraphMethod):  # perturbation and sampling methods run from Python
-            return self.method.explain(self.runner, x, t)
+            return self._model_method(x, t)
         sess = self.runner.explainer_session(self.method)
-        batched = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
-        const = {}
+        feeds = self.runner.feeds
+        batched = {self.input_name: x.astype(self.runner.input_dtype, copy=False), **feeds.batched(len(x))}
+        const = dict(feeds.constant)
         if t is None:
             const["target"] = np.zeros((0,), np.int64)
         else:
             batched["target"] = t
-        rel, logits, tgt = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(),
-                                            outputs=list(OUTPUTS))
+        names = list(OUTPUTS) + [n for n in sess.output_names if n not in OUTPUTS]  # + the method's extra outputs
+        rel, logits, tgt, *more = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(), outputs=names)
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
-                           extras={"provider": sess.provider})
+                           extras={"provider": sess.provider, **dict(zip(names[3:], more))})
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""
@@ -279,7 +241,7 @@ class Explainer:
         """K classes per row; ``t`` None: the top K (in-graph when one run holds them all)."""
         if not isinstance(self.method, GraphMethod):
             t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-            parts = [self.method.explain(self.runner, x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            parts = [self._model_method(x, np.ascontiguousarray(t[:, j])) for j in range(k)]
             extras = {key: np.stack([p.extras[key] for p in parts], 1) for key, v in parts[0].extras.items()
                       if isinstance(v, np.ndarray) and v.shape[:1] == (len(x),)}
             return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
@@ -290,21 +252,23 @@ class Explainer:
             sess = self.runner.explainer_session(self.method, kc)
         except PerClassUnsupported:  # a graph that is not batch-first everywhere: one class at a time
             t = t if t is not None else np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-            parts = [self.explain(x, np.ascontiguousarray(t[:, j])) for j in range(k)]
+            parts = [self._explain(x, np.ascontiguousarray(t[:, j]), None) for j in range(k)]
             return Explanation(np.stack([p.relevance for p in parts], 1), parts[0].logits, t, self.method.name,
                                parts[0].extras)
         if t is None and kc < k:
             t = np.argsort(-self.runner.logits(x), axis=1, kind="stable")[:, :k]
-        xin = {self.input_name: x.astype(self.runner.input_dtype, copy=False)}
+        xin = {self.input_name: x.astype(self.runner.input_dtype, copy=False), **self.runner.feeds.batched(len(x))}
+        const = self.runner.feeds.constant
         rel = tgt = None
         for g0 in range(0, k, kc):
             if t is None:
-                res = sess.run_batched(xin, {"target": np.zeros((0, kc), np.int64)}, batch_size=max(1, cap // kc),
+                res = sess.run_batched(xin, {"target": np.zeros((0, kc), np.int64), **const}, batch_size=max(1, cap // kc),
                                        outputs=list(OUTPUTS))
             else:
                 cols = t[:, g0:g0 + kc]
                 cols = np.concatenate([cols, np.repeat(cols[:, -1:], kc - cols.shape[1], 1)], 1)  # pad the last group
-                res = sess.run_batched({**xin, "target": cols}, batch_size=max(1, cap // kc), outputs=list(OUTPUTS))
+                res = sess.run_batched({**xin, "target": cols}, const, batch_size=max(1, cap // kc),
+                                       outputs=list(OUTPUTS))
             if kc == k:
                 rel, logits, tgt = res
                 break
@@ -314,8 +278,64 @@ class Explainer:
         return Explanation(relevance=rel, logits=logits, target=tgt if tgt is not None else t, method=self.method.name,
                            extras={"provider": sess.provider, "classes_per_run": kc})
 
+    # ---- many inputs ----------------------------------------------------------------------------
+    def explain_files(self, paths, *, also=(), target=None, top_k: int | None = None, preprocessing=None,
+                      size=None, layout: str = "auto", limit: int | None = None):
+        """Explain image, ``.npy`` and ``.csv`` files, folders, glob patterns and ``@list.txt`` files
+        (:func:`onnxplain.inputs.expand`); an iterator that yields one :class:`onnxplain.stream.Result`
+        per sample as soon as its batch is computed (the relevance of this method and of the Explainers in
+        ``also``, e.g. ``ex.with_method("lrp.epsilon")``, for the same classes). ``target``/``top_k`` as
+        in :meth:`explain`; ``preprocessing`` defaults to the Explainer's; ``limit``: the first N samples.
+        A sample that cannot be read or explained is a result with ``error`` set, never an exception."""
+        from . import inputs
+        from .images import Preprocessing
+
+        pre = preprocessing or self.preprocessing or Preprocessing()
+        spec = inputs.Spec.of(self.canonical.input_shape, self.canonical.layout, layout, size)
+        entries = inputs.entries(inputs.expand(paths), spec)[:limit]
+        return explain_stream([self, *also], entries, spec, pre, target=target, top_k=top_k,
+                              batch_size=self.runner.batch_cap())
+
+    def _model_method(self, x, t) -> Explanation:
+        """A model-level method on ``x``; sample by sample when the other inputs differ between rows (the
+        method's runs tile and perturb one sample's rows, which then all get that sample's values)."""
+        feeds = self.runner.feeds
+        if not feeds.varying:
+            return self.method.explain(self.runner, x, t)
+        parts = []
+        for i in range(len(x)):
+            with self.runner.feeding(feeds.row(i)):
+                parts.append(self.method.explain(self.runner, x[i:i + 1], None if t is None else t[i:i + 1]))
+        return Explanation.concatenate(parts)
+
     def __repr__(self):
         return f"Explainer({self.canonical.source!r}, method={self.method.name!r})"
+
+
+def explainers_for(model, methods, *, fallback: bool = False, **kwargs) -> list:
+    """One :class:`Explainer` per method name of ``methods``, sharing one canonical model and runner (the
+    model is loaded and canonicalised once). With several methods, each gets the method options it takes
+    (an option no method takes is an error); a method repeated, or two falling back to occlusion, is
+    explained once. ``kwargs``: the Explainer's keywords and the method options."""
+    names = list(dict.fromkeys(methods))
+    keys = set(inspect.signature(Explainer).parameters) - {"options"}
+    common = {k: v for k, v in kwargs.items() if k in keys}
+    options = {k: v for k, v in kwargs.items() if k not in keys}
+    if len(names) > 1:
+        taken = {n: accepted_options(n) for n in names}
+        unused = sorted(k for k in options if all(a is not None and k not in a for a in taken.values()))
+        if unused:
+            raise OnnxplainError(f"no method of {', '.join(names)} takes the option(s) {', '.join(unused)}")
+    out: dict = {}
+    for name in names:
+        opts = options if len(names) == 1 else {k: v for k, v in options.items()
+                                                if taken[name] is None or k in taken[name]}
+        ex = Explainer(model, name, fallback=fallback, **common, **opts) if not out else \
+            next(iter(out.values())).with_method(name, fallback=fallback, **opts)
+        out.setdefault(ex.method.name, ex)
+    for ex in out.values():  # how they were made: Ray workers rebuild them (files_parallel)
+        ex.recipe = (model, names, dict(kwargs, fallback=fallback))
+    return list(out.values())
 
 
 def missing_for(canonical: CanonicalModel, method, **options) -> list:
@@ -329,9 +349,10 @@ def _fmt_shape(shape):
     return "(" + ", ".join(str(d) if isinstance(d, (int, np.integer)) and d > 0 else "?" for d in shape) + ")"
 
 
-def write_model(model: onnx.ModelProto, path: str):
-    """Save atomically: a temporary file in the target folder, then rename."""
-    atomic_write(path, lambda f: f.write(model.SerializeToString()), what="explainer model")
+def write_model(model: onnx.ModelProto, path: str) -> list:
+    """Save atomically (a temporary file in the target folder, then rename), with external data in
+    ``<path>.data`` past protobuf's 2 GB limit; the files written."""
+    return save_model(model, path, what="explainer model")
 
 
-__all__ = ["Explainer", "Explanation", "ModelRunner", "UnsupportedOpError", "missing_for", "write_model"]
+__all__ = ["Explainer", "Explanation", "ModelRunner", "explainers_for", "UnsupportedOpError", "missing_for", "write_model"]

@@ -1,8 +1,12 @@
 """The explainer graph of a graph method: forward pass + target selection + backward pass, one ONNX model.
 
-Inputs: the model's input and an optional int64 ``target`` [N] (empty = top-1). Outputs: ``relevance``
+Inputs: the model's input, its other inputs (fed as for the model, :mod:`onnxplain.canonical.feeds`) and an
+optional int64 ``target`` [N] (empty = top-1). Outputs: ``relevance``
 (shape of the input), ``logits`` and ``target_out`` (the class explained). ONNX forbids one name for a graph
-input and a graph output, hence ``target`` in and ``target_out`` out.
+input and a graph output, hence ``target`` in and ``target_out`` out. A method stopped at a layer or
+conditioned on one (``GraphMethod.layer`` / ``conditions``) returns that layer's relevance and adds outputs of
+its own after these three (``channel_relevance``; the CAMs' ``cam_lowres``, ``channel_weights``) and, for a
+run-time channel mask, the input ``condition`` (default: all ones).
 
 Several classes per row (``classes=K``): ``target`` [N, K] (empty = each row's top K), ``relevance``
 [N, K, ...], ``target_out`` [N, K]. The forward pass runs once on the N rows; the backward pass runs once on
@@ -23,10 +27,7 @@ from .errors import OnnxplainError
 from .graph import Builder
 
 OUTPUTS = ("relevance", "logits", "target_out")
-RESERVED = OUTPUTS + ("target",)
-
-
-EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
+RESERVED = OUTPUTS + ("target", "condition", "channel_relevance", "channel_weights", "cam_lowres")  # + methods' own
 
 
 def build_explainer(canonical: CanonicalModel, method, classes: int | None = None, *,
@@ -39,14 +40,18 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     initializer with external data "onnxplain:in-memory" and its array goes into ``external`` by name, for
     ``runtime.Session(model, initializers=external)``; the model alone is then not loadable."""
     g = canonical.graph.copy()
-    x, logits = g.inputs[0], g.outputs[0]
+    x, logits, side = g.inputs[0], g.outputs[0], list(g.inputs[1:])
     tensors = g.tensors()
     for name in RESERVED:  # free the reserved names
+        if any(t.name == name for t in side):
+            raise OnnxplainError(f"the model's input '{name}' has a name the explainer uses for itself; rename "
+                                 "that input before explaining")
         if name in tensors and tensors[name] is not x:
             tensors[name].name = f"{name}__model"
     dtype = np.dtype(x.dtype or np.float32)
     b = Builder(g, prefix="onnxplain", dtype=dtype, opset=canonical.opset)
-    per_class = PerClass(g, x, int(classes)) if classes is not None else None
+    per_row = [t for t, spec in zip(side, canonical.side_inputs) if spec.per_row]
+    per_class = PerClass(g, x, int(classes), per_row) if classes is not None else None
     # target: given, or the argmax (top K) of the logits when the (optional) input is empty
     n = b.shape(logits, start=0, end=1)
     if per_class is None:
@@ -63,10 +68,14 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     if per_class is not None:
         per_class.start(onehot)
     seed = method.seed(b, logits, onehot)
-    path = [node.name for node in getattr(method, "path", None) or []] or None
-    result = backward(b, g, logits, seed, x, method.rule_for, method.options, method.name, path=path)
-    relevance = method.finish(b, result, x)
-    rel_shape, tgt_shape = x.shape, [logits.shape[0] if logits.shape else "N"]
+    path = [node.name for node in getattr(method, "backward_path", None) or []] or None
+    wrt, (at, extra_in) = method.wrt(g), method.at(b, g)
+    if per_class is not None and (wrt is not x or extra_in):
+        raise PerClassUnsupported("several classes per run: not at a layer or with a condition input")
+    result = backward(b, g, logits, seed, wrt, method.rule_for, method.options, method.name, path=path, at=at)
+    relevance, extras = method.finish_at(b, result, wrt, x)
+    rel_shape = x.shape if wrt is x else getattr(relevance, "shape", None)
+    tgt_shape = [logits.shape[0] if logits.shape else "N"]
     if per_class is not None:
         relevance = per_class.finish(b, relevance)
         rel_shape = [x.shape[0], per_class.k, *x.shape[1:]] if x.shape else None
@@ -88,14 +97,18 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
         g.nodes.append(gs.Node("Cast" if cast else "Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o],
                                attrs={"to": _onnx_type(dt)} if cast else {}))
         outs.append(o)
-    g.inputs = [x_in, target_in]
+    for name, t in extras.items():  # method-specific outputs (channel totals, low-resolution CAMs, ...)
+        o = gs.Variable(name, dtype=b.dtype_of(t), shape=getattr(t, "shape", None))
+        g.nodes.append(gs.Node("Identity", name=f"onnxplain/{name}", inputs=[t], outputs=[o]))
+        outs.append(o)
+    # the model's other inputs stay inputs, fed as for the model; a method's own inputs come last
+    g.inputs = [x_in, *side, target_in] + [var for var, _ in extra_in]
     g.outputs = outs
     g.cleanup().toposort()
-    if external is not None:
-        _move_out(g, external)
-    model = export_graph(g)
+    model = export_graph(g, external=external)
     default = np.zeros((0,) if per_class is None else (0, per_class.k), np.int64)
     model.graph.initializer.append(onnx.numpy_helper.from_array(default, "target"))
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, var.name) for var, v in extra_in)
     if per_class is None:
         model.doc_string = (f"onnxplain explainer, method={method.name}. Inputs: {x_in.name} and optional "
                             "target (int64 [N]; empty = top-1). Outputs: relevance, logits, target_out.")
@@ -133,19 +146,20 @@ class PerClass:
     run on K·N rows, whose batch-first inputs are repeated K times (class-major), restores the forward's
     shapes and returns the relevance as [N, K, ...]."""
 
-    def __init__(self, g: gs.Graph, x: gs.Variable, k: int):
+    def __init__(self, g: gs.Graph, x: gs.Variable, k: int, rows=()):
         if k < 1:
             raise OnnxplainError(f"classes per row must be ≥ 1, got {k}")
         self.g, self.x, self.k = g, x, k
         batch = x.shape[0] if x.shape else None
         self.shapes, self.rank = {}, {}
-        for t in [x] + [o for node in g.nodes for o in node.outputs]:
+        rows = {t.name for t in rows}  # the model's other inputs fed row by row with x
+        for t in [x, *(t for t in g.inputs if t.name in rows)] + [o for node in g.nodes for o in node.outputs]:
             kind = np.dtype(t.dtype).kind if t.dtype is not None else None
-            if t.shape and t.shape[0] == batch and batch is not None and kind in ("f", "b"):
+            if t.shape and (t.name in rows or (t.shape[0] == batch and batch is not None and kind in ("f", "b"))):
                 self.shapes[t.name] = (t, list(t.shape))
                 self.rank[t.name] = len(t.shape)
                 t.shape = [_ROWS, *t.shape[1:]]
-        self.forward = {o.name for node in g.nodes for o in node.outputs} | {x.name}
+        self.forward = {o.name for node in g.nodes for o in node.outputs} | {x.name} | rows
         self.first = None
 
     def start(self, seed_source: gs.Variable):
@@ -192,21 +206,6 @@ class PerClass:
         r = len(self.x.shape)
         split = b.reshape(relevance, b.op("Concat", b.ints([self.k, -1]), b.shape(self.x, start=1), axis=0))
         return b.transpose(split, [1, 0] + list(range(2, r + 1)))
-
-
-def _move_out(g: gs.Graph, external: dict):
-    """Large constants of ``g`` → placeholders with external data; their arrays → ``external``."""
-    for t in g.tensors().values():
-        if not isinstance(t, gs.Constant) or isinstance(t._values, gs.ir.tensor.SparseValues):
-            continue
-        if int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize < EXTERNAL_MIN_BYTES:
-            continue
-        arr = np.ascontiguousarray(t.values)
-        ph = onnx.TensorProto(name=t.name, data_type=_onnx_type(arr.dtype), dims=arr.shape,
-                              data_location=onnx.TensorProto.EXTERNAL)
-        ph.external_data.add(key="location", value="onnxplain:in-memory")
-        t.values = gs.ir.tensor.LazyValues(ph)
-        external[t.name] = arr
 
 
 def _onnx_type(dtype) -> int:

@@ -9,10 +9,14 @@ import onnx
 
 from . import runtime
 from .canonical import canonicalize
+from .canonical.feeds import zeros
 from .errors import OnnxplainError
 from .explainer import missing_for
 from .images import image_input_spec
 from .methods import methods
+from .methods.layers import cam_layers, default_cam_layer
+
+LAYERS_SHOWN = 24  # the last ones on the path; inspect says how many earlier ones there are
 
 
 def value_info(vi) -> str:
@@ -33,10 +37,12 @@ def explainer_io_lines(model: onnx.ModelProto) -> list:
     graph = model.graph
     defaults = {t.name for t in graph.initializer}
     lines = ["inputs:"]
-    for vi in graph.input:
+    for i, vi in enumerate(graph.input):
         note = ""
         if vi.name in defaults:
             note = "  (optional; empty = top-1)" if vi.name == "target" else "  (optional; has a default)"
+        elif i > 0:
+            note = "  (the model's other input: fed as for the model)"
         lines.append(f"  {vi.name}: {value_info(vi)}{note}")
     lines.append("outputs:")
     lines += [f"  {vi.name}: {value_info(vi)}" for vi in graph.output]
@@ -76,13 +82,40 @@ def run_problem(canonical) -> str | None:
     if not shape or not all(static[1:]):
         return None
     x = np.zeros([int(d) if ok else 1 for d, ok in zip(shape, static)], dtype=canonical.dtype)
+    weights: dict = {}
     try:
-        logits = runtime.Session(canonical.to_onnx(), "cpu").run({canonical.input_name: x})[0]
+        logits = runtime.Session(canonical.to_onnx(weights), "cpu", initializers=weights).run(
+            {canonical.input_name: x, **zeros(canonical.side_inputs)})[0]
     except OnnxplainError as exc:
         return str(exc)
     if np.issubdtype(np.asarray(logits).dtype, np.floating) and not np.isfinite(logits).all():
         return "the logits of an all-zero input are not finite"
     return None
+
+
+def layer_lines(canonical) -> list:
+    """The layers a CAM (or ``--layer``) can use, in path order, with the default CAM layer marked."""
+    layers = cam_layers(canonical)
+    try:
+        default = default_cam_layer(canonical).name
+    except OnnxplainError:
+        default = None
+    lines = [f"layers (for --layer; {len(layers)} with a spatial grid, input first):"]
+    if len(layers) > LAYERS_SHOWN:
+        lines.append(f"  ... {len(layers) - LAYERS_SHOWN} earlier")
+    for lay in layers[-LAYERS_SHOWN:]:
+        lines.append(f"  {lay.describe()}{'  <- default CAM layer' if lay.name == default else ''}")
+    return lines
+
+
+def _input_roles(canonical, named) -> dict:
+    """{input name: its role} for the inputs section of ``inspect``."""
+    how = "named with --input" if named else "automatic: the only float input, else the only image-shaped one"
+    roles = {canonical.input_name: f"explained ({how})"}
+    for spec in canonical.side_inputs:
+        roles[spec.name] = "fed by the caller (--feed " + spec.name + "=FILE.npy)" + \
+            (", one row per sample or one for all" if spec.per_row else "")
+    return roles
 
 
 def inspect_lines(model, input: str | None = None, output: str | None = None) -> list:
@@ -93,17 +126,22 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     proto = onnx.load(model, load_external_data=False)
     weights = {t.name for t in proto.graph.initializer}
     lines = ["inputs:"]
-    lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}"
+    roles = _input_roles(canonical, input)
+    lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}  {roles.get(vi.name, 'not used by the explained output')}"
               for vi in proto.graph.input if vi.name not in weights]
     lines.append("outputs:")
     roles = canonical.output_roles
     lines += [f"  {vi.name}: {value_info(vi)}  {roles.get(vi.name, '')}".rstrip() for vi in proto.graph.output]
     lines.append(f"image input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} "
                  f"(layout {canonical.layout or '?'})")
+    if canonical.side_inputs:
+        lines.append(f"fed inputs: {', '.join(s.describe() for s in canonical.side_inputs)} (held fixed; "
+                     "--feed NAME=FILE.npy, inputs={NAME: array} in the API; export keeps them as inputs)")
     lines.append(f"explained output: {canonical.source_output} ({canonical.output_reason})")
     lines.append(f"logits output: {canonical.output_name} {_fmt_shape(canonical.output.shape)}")
     # the output notice says what the outputs section does
-    lines += [f"note: {note}" for note in canonical.notes if note != canonical.output_notice]
+    lines += [f"note: {note}" for note in canonical.notes  # the inputs/outputs sections say these
+              if note != canonical.output_notice and not note.startswith("explaining input")]
     lines.append(f"{'ops:':<26} {'source':>8} {'canonical':>9}")
     source, ops = canonical.source_ops, canonical.ops
     for op, _ in sorted((collections.Counter(source) + collections.Counter(ops)).items(),
@@ -115,6 +153,7 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     elif not all(isinstance(d, (int, np.integer)) and d > 0 for d in canonical.input_shape[1:]):
         lines.append("note: the input size is not fixed, so the model was not test-run; explain images at the "
                      "size it was made for (--size H W)")
+    lines += layer_lines(canonical)
     lines.append("methods:")
     width = max(map(len, methods()), default=0)
     lines += [f"  {name:<{width}}  {'cannot run (see problem)' if problem else support(canonical, name)}"

@@ -9,13 +9,14 @@ class Progress:
     """A tiny progress bar on stderr.
 
     ``enabled``: True draws always, False never, None (auto) only when stderr is a terminal and the run
-    has lasted ``delay`` seconds (short runs stay silent). ``total=None``: the length is unknown, the bar
-    shows the count and the rate instead.
+    has lasted ``delay`` seconds (short runs stay silent). The line shows the count, the rate (``unit``/s)
+    and the time left; ``total=None``: the length is unknown, the bar shows the count and the rate.
     """
 
-    def __init__(self, total: int | None, label: str, enabled=None, delay: float = 1.0, stream=None):
+    def __init__(self, total: int | None, label: str, enabled=None, delay: float = 1.0, stream=None,
+                 unit: str = ""):
         self.total = None if total is None else max(int(total), 1)
-        self.label, self.done = label, 0
+        self.label, self.done, self.unit = label, 0, unit
         self.stream = stream or sys.stderr
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
@@ -45,13 +46,14 @@ class Progress:
         self._drawn = True
 
     def _line(self, now: float) -> str:
+        rate = f"{self.done / max(now - self.start, 1e-9):.1f} {self.unit + '/s' if self.unit else '/s'}"
         if self.total is None:  # unknown length: count and rate
-            return f"{self.label} {self.done} done, {self.done / max(now - self.start, 1e-9):.1f}/s"
+            return f"{self.label} {self.done} done, {rate}"
         frac = min(self.done / self.total, 1.0)
         width = 30
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         eta = (now - self.start) * (1 - frac) / frac if frac > 0 else 0.0
-        return f"{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%} eta {eta:4.0f}s"
+        return f"{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%} {rate} eta {eta:4.0f}s"
 
     def close(self):
         now = time.monotonic()

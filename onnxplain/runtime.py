@@ -221,11 +221,16 @@ class Session:
         return [np.concatenate(o, axis=0) if isinstance(o, list) else o for o in outs]
 
 
-def run_cpu(model: onnx.ModelProto, feeds: list[dict]) -> list[list[np.ndarray]]:
+def run_cpu(model: onnx.ModelProto, feeds: list[dict], initializers: dict | None = None) -> list[list[np.ndarray]]:
     """Run a small helper ``model`` once per feed dict on the CPU provider (quiet, uncached): the outputs
-    of each run. An :class:`OnnxplainError` when onnxruntime cannot load or run it."""
+    of each run. An :class:`OnnxplainError` when onnxruntime cannot load or run it. ``initializers``: as
+    for :class:`Session`."""
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), _quiet_options(), providers=["CPUExecutionProvider"])
+        so = _quiet_options()
+        if initializers:
+            values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for v in initializers.values()]
+            so.add_external_initializers(list(initializers), values)
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         return [sess.run(None, feed) for feed in feeds]
     except Exception as exc:
         msg = first_line(exc)

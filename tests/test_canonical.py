@@ -112,8 +112,8 @@ def test_two_float_inputs_need_a_choice():
     m.ir_version = 8
     with pytest.raises(onnxplain.ModelError, match="several inputs.*input=NAME"):
         onnxplain.canonicalize(m)
-    with pytest.raises(onnxplain.ModelError, match="also depend on input.*x"):
-        onnxplain.canonicalize(m, input="y")
+    c = onnxplain.canonicalize(m, input="y")  # the other input stays, fed by the caller
+    assert [t.name for t in c.graph.inputs] == ["y", "x"] and [s.name for s in c.side_inputs] == ["x"]
 
 
 def test_loading_errors(tmp_path):

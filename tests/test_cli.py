@@ -132,10 +132,14 @@ def test_explain_writes_png_npy_and_prints_class(model, images, tmp_path):
         assert rel.shape == (3, 8, 8) and rel.dtype == np.float32
         heat = Image.open(out / f"{stem}.gradient.heatmap.png")
         assert heat.mode == "RGB" and heat.size == (256, 256)  # 8x8 upscaled by 32
-        pair = Image.open(out / f"{stem}.gradient.png")
-        assert pair.size == (2 * 256 + 4, 256)  # image | gap | heatmap
         ex = api_explain(model, img)
         assert int(m["k"]) == int(np.argmax(ex.logits[0]))
+        figure = Image.open(out / f"{stem}.class{m['k']}.png")  # image | labelled heatmap with colour bar
+        assert figure.width > 2 * 192 and figure.height > 192
+    assert sorted(os.listdir(out)) == sorted([f"img{i}.{s}" for i in range(2) for s in
+                                              ("gradient.npy", "gradient.heatmap.png")] +
+                                             [f"img{i}.class{LINE.match(line)['k']}.png" for i, line in enumerate(lines)] +
+                                             ["results.jsonl", "results.csv", "index.html"])
 
 
 def test_npy_equals_api_explain(model, images, tmp_path):
@@ -202,8 +206,8 @@ def test_progress_goes_to_stderr(model, tmp_path):
     res = ok(run("explain", model, *imgs, "--batch-size", 3, "-o", tmp_path / "out"))
     lines = res.stdout.strip().splitlines()
     assert [LINE.match(line)["img"] for line in lines] == imgs
-    assert "explaining" in res.stderr
-    assert len(os.listdir(tmp_path / "out")) == 30
+    assert "explaining" in res.stderr and "inputs/s" in res.stderr
+    assert len(os.listdir(tmp_path / "out")) == 3 * 10 + 3  # figure, .npy, heatmap per image; the index
 
 
 # ---- export ---------------------------------------------------------------------------------------

@@ -254,3 +254,26 @@ def test_integer_tensors_moved_by_shape_ops():
     np.testing.assert_array_equal(res.logits, _ort(m, {"x": x}))
     want = onnxplain.Explainer(plain, "gradient").explain(x, target=np.ones(8, np.int64)).relevance
     np.testing.assert_allclose(res.relevance, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["qdq", "qoperator"])
+def test_quantized_softmax_tail_is_stripped(cnn, digits, tmp_path, kind):
+    """onnxruntime's quantizer quantises a final Softmax too: QDQ writes Softmax → QuantizeLinear →
+    DequantizeLinear, QOperator a QLinearSoftmax (com.microsoft) → DequantizeLinear. The logits are the
+    Softmax's input (dequantised), not the quantised probabilities (as a tf2onnx Keras model showed)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(cnn)
+    m.graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    m.graph.output[0].name = "probs"
+    X = digits[0][:N]
+    path = _quantize(m, tmp_path, digits, kind)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ("QLinearSoftmax" in ops) if kind == "qoperator" else ("Softmax" in ops)
+    probs = _ort(path, {"x": X})
+    res = onnxplain.Explainer(path, "gradient").explain(X)
+    z = res.logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert np.abs(p - probs).max() <= 2 / 255  # the output's own quantum is 1/255 (1/256 for int8)
+    float_logits = _ort(cnn, {"x": X})
+    assert np.abs(z - float_logits).max() <= 0.1 * np.abs(float_logits).max()

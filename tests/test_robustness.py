@@ -5,6 +5,7 @@ real external-data file with a bad offset, a real decompression bomb, a real sym
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import struct
 import subprocess
@@ -249,12 +250,18 @@ def test_nan_input_is_refused_naming_the_index(model):
 
 
 def test_nan_image_is_refused_naming_the_image(model, image, tmp_path):
+    """A NaN image among good ones is reported and skipped (exit status 3); alone it is a one-line error."""
     pixels = np.full((8, 8), 100.0, np.float32)
     pixels[2, 3] = np.nan
     tif = str(tmp_path / "nan.tif")
     Image.fromarray(pixels, "F").save(tif)
-    fails(run("explain", model, image, tif, "-o", tmp_path / "out"), "nan.tif", "NaN")
-    assert not (tmp_path / "out").exists()
+    res = run("explain", model, image, tif, "-o", tmp_path / "out")
+    assert res.exit_code == 3 and "Traceback" not in res.output
+    failed = [line for line in res.stderr.splitlines() if line.startswith(tif)]
+    assert len(failed) == 1 and "NaN" in failed[0]
+    assert [r["input"] for r in map(json.loads, open(tmp_path / "out" / "results.jsonl"))] == [image]
+    fails(run("explain", model, tif, "-o", tmp_path / "none"), "nan.tif", "NaN")
+    assert not (tmp_path / "none").exists()
 
 
 def test_nan_in_pattern_data_is_refused_naming_the_file(model, tmp_path):

@@ -12,7 +12,6 @@ from onnxplain import patterns as P
 from onnxplain.canonical import canonicalize
 from onnxplain.errors import OnnxplainError
 from onnxplain.files_parallel import plan_shards as plan_explain_shards
-from onnxplain.files import output_paths
 from onnxplain.patterns import shards as S
 from shard_data import MODEL, digits, make_folder, worst_rel
 
@@ -98,14 +97,18 @@ def test_a_cluster_fit_needs_files(canonical):
         S.plan_batches(np.zeros((4, 1, 32, 32), np.float32), canonical, 2)
 
 
-def test_explain_shards_name_outputs_as_the_whole_list():
-    images = [f"f{i}/x.png" for i in range(3)] + ["x-1.png", "X.jpg"] + [f"y{i}.png" for i in range(150)]
-    shards = plan_explain_shards(images, "gradient", 64)
-    assert len(shards) == 4 and sorted(p for s in shards for p in s) == sorted(images)
-    assert set(shards[0]) == {"f0/x.png", "f1/x.png", "f2/x.png", "x-1.png", "X.jpg"}
-    want = dict(zip(images, output_paths("out", images, "gradient")))
-    for s in shards:
-        assert dict(zip(s, output_paths("out", s, "gradient"))) == {p: want[p] for p in s}
+def test_explain_shards_are_whole_batches_in_order():
+    entries, rows = [f"e{i}" for i in range(150)], list(range(10, 160))
+    shards = plan_explain_shards(entries, rows, 12, 64)  # 60 inputs = 5 batches of 12 per shard
+    assert [len(s[1]) for s in shards] == [60, 60, 30] and [s[0] for s in shards] == [0, 1, 2]
+    assert [e for s in shards for e in s[1]] == entries and [r for s in shards for r in s[2]] == rows
+    assert [len(s[1]) for s in plan_explain_shards(entries, rows, 100, 64)] == [100, 50]  # at least one batch
+
+
+def test_planned_batches_know_their_first_sample(data, canonical):
+    batches = S.plan_batches(data, canonical, 16, 70)
+    firsts = [b.first for b in batches]
+    assert firsts == [sum(b.size for b in batches[:i]) for i in range(len(batches))] and firsts[0] == 0
 
 
 def test_the_ray_options_become_the_api_keywords():

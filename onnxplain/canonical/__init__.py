@@ -1,6 +1,7 @@
 """Model loading and canonicalisation.
 
-Any exported ONNX classifier is turned into a *canonical graph*: one image input, one logits output,
+Any exported ONNX classifier is turned into a *canonical graph*: the input explained first (any other
+inputs the logits depend on after it, fed by the caller: :mod:`.feeds`), one logits output,
 weights as constants, a default-domain opset ≥ :data:`~.loading.MIN_OPSET`, BatchNorm and constant affine
 chains folded into the Conv/Gemm they follow, Identity/Dropout removed, trailing Softmax and
 post-processing (ArgMax, ZipMap, Cast, …) stripped so that explanations start from the logits, and shapes
@@ -9,7 +10,9 @@ inferred. Every step leaves the logits unchanged.
 * :mod:`.loading` — reading models (path, bytes, ModelProto, external data), checker, opset conversion,
   shape inference, :func:`export_graph`.
 * :mod:`.model` — :class:`CanonicalModel`.
-* :mod:`.io` — choosing the image input and the logits output, stripping post-processing, the layout.
+* :mod:`.io` — choosing the explained input and the logits output, stripping post-processing, the layout.
+* :mod:`.feeds` — the model's other inputs and their values for a call.
+* :mod:`.saving` — writing a model file, with external data past protobuf's 2 GB limit.
 * :mod:`.passes` — the canonicalisation passes, one module each.
 * :mod:`.pipeline` — :func:`canonicalize`, which runs them in order.
 """

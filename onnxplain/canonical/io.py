@@ -5,7 +5,9 @@ guessing the image layout (NCHW or NHWC).
 **Which output is explained.** Every graph output is traced back through post-processing: Identity,
 Dropout, Cast, Mul/Div by a constant, Reshape/Flatten/Squeeze/Unsqueeze, and the label and score
 selectors exporters put beside the scores (ArgMax, ArgMin, TopK, ReduceMax, ZipMap, ArrayFeatureExtractor,
-LabelEncoder, CategoryMapper), up to a Softmax, LogSoftmax or Sigmoid. Outputs that lead to the same
+LabelEncoder, CategoryMapper) and quantisation (QuantizeLinear/DequantizeLinear: a quantized model's
+probabilities), up to a Softmax, LogSoftmax or Sigmoid — or QOperator's QLinearSoftmax/QLinearSigmoid, whose
+integer input is dequantised with its own scale and zero point to give the logits. Outputs that lead to the same
 tensor are one candidate. The candidates rank as follows (:data:`OUTPUT_RULE`):
 
 1. outputs computed through a Softmax, LogSoftmax or Sigmoid — their logits are the activation's input,
@@ -36,7 +38,9 @@ SCALES = {"Mul", "Div"}  # by a constant: stripped only after an activation
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # likewise
 SELECTORS = {"ArgMax", "ArgMin", "TopK", "ReduceMax", "ZipMap", "ArrayFeatureExtractor", "LabelEncoder",
              "CategoryMapper"}
-POSTPROCESSING_OPS = ACTIVATIONS | NOOPS | SCALES | RESHAPES | SELECTORS
+QUANTIZERS = {"QuantizeLinear", "DequantizeLinear"}  # the output's own quantisation: like SCALES
+Q_ACTIVATIONS = {"QLinearSoftmax": "Softmax", "QLinearSigmoid": "Sigmoid"}  # QOperator activations
+POSTPROCESSING_OPS = ACTIVATIONS | NOOPS | SCALES | RESHAPES | SELECTORS | QUANTIZERS | set(Q_ACTIVATIONS)
 
 OUTPUT_RULE = ("outputs behind a Softmax/LogSoftmax/Sigmoid rank first, then float [N, C ≥ 2] outputs, "
                "then a lone [N, 1] score; ties go to the graph's output order")
@@ -66,27 +70,34 @@ def is_float(t) -> bool:
 
 
 def choose_input(graph: gs.Graph, name: str | None, where: str) -> gs.Variable:
-    """The input named ``name``, else the only floating-point input, else the only 4-D one."""
+    """The input to explain: the one named ``name``; else the only floating-point input; else the only
+    float input of image shape (rank ≥ 3: an image beside a metadata vector); else a :class:`ModelError`
+    naming the inputs and how to choose. The other inputs become side inputs fed by the caller
+    (:mod:`.feeds`)."""
     cands = [t for t in graph.inputs if isinstance(t, gs.Variable)]
     if name is not None:
         for t in cands:
             if t.name == name:
+                if _dtype_kind(t) != "f":
+                    raise ModelError(f"{where}: input '{name}' is {_type_name(t.dtype) if _dtype_kind(t) is None else np.dtype(t.dtype).name}, "
+                                     "not floating point; onnxplain explains a float input")
                 return t
         raise ModelError(f"{where} has no input '{name}'; its inputs are: {', '.join(t.name for t in cands)}")
+    floats = [t for t in cands if _dtype_kind(t) == "f"]
     odd = [t for t in cands if t.dtype is not None and _dtype_kind(t) is None]
-    if odd:
+    if odd and not floats:
         raise ModelError(f"{where}: input '{odd[0].name}' has type {_type_name(odd[0].dtype)}, "
                          "which onnxplain cannot feed; export the model with a float32 or float16 input")
-    floats = [t for t in cands if _dtype_kind(t) == "f"]
     if len(floats) == 1:
         return floats[0]
-    images = [t for t in floats if t.shape is not None and len(t.shape) == 4]
+    images = [t for t in floats if t.shape is not None and len(t.shape) >= 3]
     if len(images) == 1:
         return images[0]
     if not floats:
         raise ModelError(f"{where} has no floating-point input to explain")
-    raise ModelError(f"{where} has several inputs ({', '.join(t.name for t in floats)}); "
-                     "choose one with input=NAME (--input NAME)")
+    listed = ", ".join(f"{t.name} {_fmt(t.shape)}" for t in floats)
+    raise ModelError(f"{where} has several inputs ({listed}); choose the one to explain with input=NAME "
+                     "(--input NAME) and feed the others with inputs={NAME: array} (--feed NAME=FILE.npy)")
 
 
 # ---- tracing an output back to its logits -----------------------------------------------------------
@@ -97,6 +108,7 @@ class Trace:
     logits: gs.Tensor
     stripped: list = field(default_factory=list)
     activation: str | None = None
+    dequantize: tuple | None = None  # (scale, zero point) of a QLinear activation's integer input
 
     @property
     def selected(self) -> bool:  # reached through a label/score selector (ArgMax, ZipMap, …)
@@ -136,10 +148,12 @@ def trace(t: gs.Tensor) -> Trace:
         t = src
         if node.op in ACTIVATIONS:
             return Trace(out, t, [op for op, _ in walk], node.op)
-    # no activation: Mul/Div and reshapes belong to the scores, so the logits are the tensor they produce
+        if node.op in Q_ACTIVATIONS:
+            return Trace(out, t, [op for op, _ in walk], Q_ACTIVATIONS[node.op], (node.inputs[1], node.inputs[2]))
+    # no activation: Mul/Div, reshapes and quantisers belong to the scores, so the logits are what they produce
     logits, stripped = out, []
     for op, produced in walk:
-        if op in SCALES or op in RESHAPES:
+        if op in SCALES or op in RESHAPES or op in QUANTIZERS:
             logits = produced
             break
         stripped.append(op)
@@ -171,7 +185,7 @@ def _classes(shape):
 def rank(tr: Trace) -> int | None:
     """The candidate rank of a trace (1, 2, 3; see the module docstring), or None when no candidate."""
     t = tr.logits
-    if not is_float(t) or isinstance(t, gs.Constant) or not t.inputs:
+    if not (is_float(t) or tr.dequantize) or isinstance(t, gs.Constant) or not t.inputs:
         return None
     c = _classes(t.shape)
     if tr.activation:
@@ -237,11 +251,11 @@ def choose_output(graph: gs.Graph, name: str | None, where: str, notes) -> Outpu
             outs = ", ".join(t.name for t in graph.outputs)
             raise ModelError(f"{where} has no tensor '{name}'; its outputs are: {outs}")
         tr = trace(tensors[name])
-        if not is_float(tr.logits):
+        if not (is_float(tr.logits) or tr.dequantize):
             raise ModelError(f"output '{name}' of {where} is not a floating-point tensor")
         _append(notes, _strip_note(tr))
         roles = {o.name: f"explained: {_how(tr)}" if o.name == name else "not chosen" for o in graph.outputs}
-        return OutputChoice(tr.logits, name, roles, "named with --output / output=")
+        return OutputChoice(_float_logits(graph, tr), name, roles, "named with --output / output=")
     traces = [trace(o) for o in graph.outputs]
     ranks = [rank(tr) for tr in traces]
     groups: dict = {}  # logits name → [(rank, position, trace)], outputs sharing their logits are one candidate
@@ -271,7 +285,16 @@ def choose_output(graph: gs.Graph, name: str | None, where: str, notes) -> Outpu
         _append(notes, notice)
     reason = f"by the rule: {OUTPUT_RULE}" if len(cands) > 1 else \
         "the only output" if len(traces) == 1 else "the only output that is class scores"
-    return OutputChoice(best.logits, best.output.name, roles, reason, notice)
+    return OutputChoice(_float_logits(graph, best), best.output.name, roles, reason, notice)
+
+
+def _float_logits(graph: gs.Graph, tr: Trace) -> gs.Tensor:
+    """The trace's logits; behind a QLinear activation, its integer input dequantised (a node added)."""
+    if not tr.dequantize:
+        return tr.logits
+    out = gs.Variable(f"{tr.logits.name}_dequantized", dtype=np.float32, shape=tr.logits.shape)
+    graph.nodes.append(gs.Node("DequantizeLinear", inputs=[tr.logits, *tr.dequantize], outputs=[out]))
+    return out
 
 
 def _representative(group) -> Trace:
@@ -288,18 +311,31 @@ def _append(notes, note):
         notes.append(note)
 
 
-def restrict(graph: gs.Graph, inp: gs.Variable, logits: gs.Tensor, where: str) -> None:
-    """Make ``inp`` the graph's only input and ``logits`` its only output, dropping everything else; an
-    error when the logits also depend on another (non-constant) input."""
+def restrict(graph: gs.Graph, inp: gs.Variable, logits: gs.Tensor, where: str) -> list:
+    """Make ``inp`` the graph's first input and ``logits`` its only output, dropping everything else; the
+    other inputs the logits depend on stay, after it in the source's order (side inputs, :mod:`.feeds`).
+    Returns the side inputs. A side input whose first axis is symbolic shares the explained input's batch
+    symbol (they are fed row by row together)."""
+    sources = [t.name for t in graph.inputs]
     graph.inputs = [inp]
     graph.outputs = [logits]
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    others = sorted({t.name for node in graph.nodes for t in node.inputs
-                     if isinstance(t, gs.Variable) and t.name and not t.inputs and t is not inp})
-    if others:
-        raise ModelError(f"{where}: the logits also depend on input(s) {', '.join(others)}; onnxplain "
-                         "explains one input at a time and needs the others fixed (export the model with them "
-                         "as constants)")
+    read = {t.name for node in graph.nodes for t in node.inputs if isinstance(t, gs.Variable) and t.name}
+    tensors = graph.tensors()
+    others = [tensors[s] for s in sources if s in read and s != inp.name and s in tensors]
+    loose = sorted(t for t in read if t in tensors and not tensors[t].inputs and
+                   isinstance(tensors[t], gs.Variable) and t != inp.name and t not in {o.name for o in others})
+    if loose:  # read but neither produced nor an input of the source: a broken graph
+        raise ModelError(f"{where}: the logits depend on tensor(s) {', '.join(loose)} that no node computes")
+    for t in others:
+        if t.dtype is not None and _dtype_kind(t) is None:
+            raise ModelError(f"{where}: input '{t.name}' has type {_type_name(t.dtype)}, which onnxplain cannot "
+                             "feed; export the model with another type for it")
+        batch = inp.shape[0] if inp.shape else None
+        if t.shape and isinstance(batch, str) and isinstance(t.shape[0], str):
+            t.shape = [batch, *t.shape[1:]]
+    graph.inputs = [inp, *others]
+    return others
 
 
 def guess_layout(inp: gs.Variable) -> str | None:

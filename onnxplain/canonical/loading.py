@@ -141,12 +141,38 @@ def ir_version_for(model: onnx.ModelProto) -> int:
     return min(MAX_IR_VERSION, max(needed, 8))
 
 
-def export_graph(graph: gs.Graph, *, ir_version=None) -> onnx.ModelProto:
-    """gs graph → ModelProto with an IR version the pinned onnxruntime reads."""
+EXTERNAL_MIN_BYTES = 1 << 16  # constants from this size on stay numpy arrays with ``external``
+
+
+def export_graph(graph: gs.Graph, *, ir_version=None, external: dict | None = None) -> onnx.ModelProto:
+    """gs graph → ModelProto with an IR version the pinned onnxruntime reads.
+
+    ``external`` (a dict, filled here): the weights are not copied into the model — each constant of
+    :data:`EXTERNAL_MIN_BYTES` or more becomes an initializer with external data "onnxplain:in-memory" and
+    its array goes into ``external`` by name, for ``runtime.Session(model, initializers=external)``: no
+    protobuf holds the weights, so models past protobuf's 2 GB limit run too. ``graph`` is changed (export
+    a copy when it is kept); the model alone is then not loadable."""
+    if external is not None:
+        _move_out(graph, external)
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = ir_version or ir_version_for(model)
     model.producer_name = "onnxplain"
     return model
+
+
+def _move_out(g: gs.Graph, external: dict):
+    """Large constants of ``g`` → placeholders with external data; their arrays → ``external``."""
+    for t in g.tensors().values():
+        if not isinstance(t, gs.Constant) or isinstance(t._values, gs.ir.tensor.SparseValues):
+            continue
+        if int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize < EXTERNAL_MIN_BYTES:
+            continue
+        arr = np.ascontiguousarray(t.values)
+        ph = onnx.TensorProto(name=t.name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape,
+                              data_location=onnx.TensorProto.EXTERNAL)
+        ph.external_data.add(key="location", value="onnxplain:in-memory")
+        t.values = gs.ir.tensor.LazyValues(ph)
+        external[t.name] = arr
 
 
 def convert_opset(model: onnx.ModelProto, where: str, notes: list) -> tuple[onnx.ModelProto, int]:
@@ -248,15 +274,18 @@ def check_model(model: onnx.ModelProto, where: str) -> None:
         raise ModelError(f"{where} fails the ONNX checker: {first_line(exc)}") from None
 
 
-def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception) -> None:
+def _refuse_if_unloadable(model: onnx.ModelProto, where: str, strict: Exception, arrays=None) -> None:
     """A ModelError with the strict shape-inference error when onnxruntime cannot load ``model`` either."""
     from ..runtime import Session
+    from .saving import needs_external_data
 
+    if needs_external_data(model):  # no protobuf can take it to onnxruntime: the lenient result stands
+        return
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.ir_version = ir_version_for(probe)  # what the pipeline exports: an IR onnxruntime reads
     try:
-        Session(probe, "cpu")
+        Session(probe, "cpu", initializers=arrays)
     except OnnxplainError:
         msg = first_line(strict).replace("[ShapeInferenceError] Inference error(s): ", "")
         raise ModelError(f"{where} cannot run: its shapes do not fit together (shape inference: {msg})") from None
@@ -278,13 +307,25 @@ def _refuse_empty_windows(model: onnx.ModelProto, inferred: onnx.ModelProto, whe
                                  f"shape {size}: its kernel is larger than its padded input")
 
 
-def infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def reinfer(graph: gs.Graph, where: str) -> gs.Graph:
+    """:func:`infer_shapes` of ``graph`` as a new graph whose weights are the same arrays: no protobuf copy
+    of them is made (models past 2 GB). ``graph`` is used up (its large constants become placeholders)."""
+    arrays: dict = {}
+    g = gs.import_onnx(infer_shapes(export_graph(graph, external=arrays), where, arrays))
+    for t in g.tensors().values():
+        if isinstance(t, gs.Constant) and t.name in arrays:
+            t.values = arrays[t.name]
+    return g
+
+
+def infer_shapes(model: onnx.ModelProto, where: str, arrays: dict | None = None) -> onnx.ModelProto:
     """Shape inference (with data propagation) run on the light copy; results copied into ``model``.
 
     Strict where it matters: when strict inference finds shapes that contradict each other (a weight whose
     dims do not fit its input, a 5-D input into a 2-D convolution) and onnxruntime cannot load the model
     either, the model cannot run and the error says why. (Strict inference alone also rejects some models
-    onnxruntime runs; those go on with the lenient result.)
+    onnxruntime runs; those go on with the lenient result.) ``arrays``: the weights ``model`` declares as
+    in-memory external data (:func:`reinfer`).
     """
     light = light_copy(model)
     try:
@@ -294,7 +335,7 @@ def infer_shapes(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
             inferred = shape_inference.infer_shapes(light, data_prop=True)
         except Exception as exc:
             raise ModelError(f"{where}: shape inference failed: {first_line(exc)}") from None
-        _refuse_if_unloadable(model, where, strict)
+        _refuse_if_unloadable(model, where, strict, arrays)
     _refuse_empty_windows(model, inferred, where)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)

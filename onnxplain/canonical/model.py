@@ -1,4 +1,5 @@
-"""The canonical model: a canonical graph (one image input, one logits output) and what was learnt about
+"""The canonical model: a canonical graph (the explained input first, the inputs the caller feeds beside
+it after it, one logits output) and what was learnt about
 it while canonicalising (opset, layout, the source's ops, notes on each rewrite, which of the source's
 outputs is explained and why)."""
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .feeds import side_inputs
 from .loading import export_graph
 
 
@@ -43,6 +45,11 @@ class CanonicalModel:
         return self.graph.tensors()[self.output_name]
 
     @property
+    def side_inputs(self) -> list:
+        """The other inputs the logits depend on, fed by the caller (:class:`.feeds.SideInput` each)."""
+        return side_inputs(self.graph)
+
+    @property
     def input_shape(self):
         return list(self.input.shape or [])
 
@@ -62,9 +69,10 @@ class CanonicalModel:
     def ops(self) -> dict:
         return dict(collections.Counter(n.op for n in self.graph.nodes))
 
-    def to_onnx(self) -> onnx.ModelProto:
-        """The canonical forward model: image input → logits."""
-        return export_graph(self.graph.copy())
+    def to_onnx(self, external: dict | None = None) -> onnx.ModelProto:
+        """The canonical forward model: the inputs → logits. With ``external`` (a dict), the large weights
+        stay arrays there (see :func:`~.loading.export_graph`), for a session without a protobuf copy."""
+        return export_graph(self.graph.copy(), external=external)
 
     def fingerprint(self) -> str:
         """SHA-256 over the weights of the canonical graph (names excluded), for patterns files."""

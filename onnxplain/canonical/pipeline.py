@@ -6,7 +6,7 @@ import collections
 import onnx_graphsurgeon as gs
 
 from .io import choose_input, choose_output, guess_layout, restrict
-from .loading import check_model, convert_opset, drop_initializer_inputs, export_graph, infer_shapes, load_model
+from .loading import check_model, convert_opset, drop_initializer_inputs, infer_shapes, load_model, reinfer
 from .loading import sort_nodes
 from .model import CanonicalModel
 from .passes import (constants_from_nodes, dense_as_gemm, explicit_pads, fold_affine, fold_shape_arithmetic,
@@ -32,11 +32,13 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     model = infer_shapes(model, where)
     graph = gs.import_onnx(model)
     constants_from_nodes(graph)
-    graph = fold_shape_arithmetic(graph, lambda g: gs.import_onnx(infer_shapes(export_graph(g), where)))
+    graph = fold_shape_arithmetic(graph, lambda g: reinfer(g, where))
     inp = choose_input(graph, input, where)
     choice = choose_output(graph, output, where, notes)
     io_dtypes = (inp.dtype, graph.tensors()[choice.output].dtype or choice.logits.dtype)
-    restrict(graph, inp, choice.logits, where)
+    side = restrict(graph, inp, choice.logits, where)
+    if side:
+        notes.append(f"explaining input '{inp.name}'; fed by the caller: {', '.join(t.name for t in side)}")
     compute = target_dtype(graph, dtype)
     if compute is not None:  # the model's own dtypes stay at the explainer's boundary (passes/precision.py)
         n = cast_graph(graph, compute)
@@ -63,8 +65,10 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     if batch_note:
         notes.append(batch_note)
     # re-infer shapes so that every tensor of the canonical graph knows its shape and dtype
-    model = infer_shapes(export_graph(graph), where)
-    graph = gs.import_onnx(model)
+    graph = reinfer(graph, where)
+    for t in graph.tensors().values():  # weights as arrays, read once: every copy of the graph shares them
+        if isinstance(t, gs.Constant):
+            t.values  # noqa: B018  (loads and keeps the array; the protobuf it came from is then freed)
     layout = guess_layout(graph.inputs[0])
     return CanonicalModel(graph=graph, input_name=graph.inputs[0].name, output_name=graph.outputs[0].name,
                           opset=opset, layout=layout, source=where, source_ops=src_ops, notes=notes,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .registry import describe, get_method, methods, register
+from .registry import accepted_options, describe, get_method, methods, register
 
 if TYPE_CHECKING:  # what __getattr__ loads on first use
     from .base import Explanation, GraphMethod, Method, ModelMethod, Runner, resolve_target

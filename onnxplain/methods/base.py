@@ -45,10 +45,25 @@ class Explanation:
     def __iter__(self):  # allows ``relevance, logits, target = ex.explain(x)``
         return iter((self.relevance, self.logits, self.target))
 
+    @classmethod
+    def concatenate(cls, parts: list) -> "Explanation":
+        """The explanations of consecutive rows as one; per-row extras (arrays with the parts' rows) joined,
+        the others taken from the first part."""
+        rows = [len(p.logits) for p in parts]
+        extras = {key: np.concatenate([p.extras[key] for p in parts]) if isinstance(v, np.ndarray)
+                  and v.shape[:1] == (rows[0],) and all(np.shape(p.extras.get(key))[:1] == (r,)
+                                                        for p, r in zip(parts, rows)) else v
+                  for key, v in parts[0].extras.items()}
+        return cls(np.concatenate([p.relevance for p in parts]), np.concatenate([p.logits for p in parts]),
+                   np.concatenate([p.target for p in parts]), parts[0].method, extras)
+
 
 class Runner(Protocol):
     """What a :class:`ModelMethod` may ask of the model it explains (implemented by the Explainer's
-    runner in :mod:`onnxplain.explainer`)."""
+    runner in :mod:`onnxplain.explainer`). The model's other inputs (:mod:`onnxplain.canonical.feeds`)
+    are fed by the runner to every run, repeated to its rows: a method passes only the explained input,
+    and every row of one call must come from the same sample when their values differ between samples
+    (the Explainer then calls the method sample by sample)."""
 
     canonical: "CanonicalModel"
     batch_size: int
@@ -102,15 +117,88 @@ class Method(abc.ABC):
 
 @dataclass
 class GraphMethod(Method):
-    """A backward pass in the explainer graph: rule table (gradient rules + ``overrides``), seed, finish."""
+    """A backward pass in the explainer graph: rule table (gradient rules + ``overrides``), seed, finish.
+
+    ``layer`` (a tensor name): the backward pass stops there and the explainer returns that tensor's
+    relevance (or gradient) with its per-channel totals (output ``channel_relevance`` [N, C]); rules are
+    still chosen on the whole input→logits path (an LRP first-layer rule stays on the model's first layer).
+    ``conditions`` {layer: channels}: conditional relevance (CRP, Achtibat et al. 2023) — the signal that
+    reaches that layer is kept on those channels only (zero elsewhere) before it travels on to the input;
+    channels ``"input"``: a mask [N, C] given at run time (graph input ``condition``, default all ones)."""
 
     overrides: dict = field(default_factory=dict)  # op_type -> rule
+    layer: Optional[str] = None
+    conditions: dict = field(default_factory=dict)
+
+    def at_layer(self, layer: str | None = None, conditions: dict | None = None) -> "GraphMethod":
+        """Set ``layer`` / ``conditions`` (before binding); returns the method."""
+        if getattr(self, "_canonical", None) is not None:
+            raise OnnxplainError("set layer/conditions before the method is bound to a model")
+        self.layer = layer if layer is not None else self.layer
+        self.conditions = dict(conditions or self.conditions)
+        return self
 
     def _bind(self, canonical) -> None:
+        from .layers import find_layer
+
         g = canonical.graph
         self.path, _ = path_nodes(g, g.inputs[0], g.outputs[0])
         self._prepare(canonical, self.path)
         self._missing = [(n.op, n.name) for n in self.path if self.rule_for(n) is None]
+        self.stop = find_layer(canonical, self.layer) if self.layer is not None else None
+        self.backward_path = self.path
+        if self.stop is not None and self.stop.op != "input":
+            self.backward_path, _ = path_nodes(g, g.tensors()[self.stop.name], g.outputs[0])
+        self.condition_layers = {}
+        for name, channels in self.conditions.items():
+            lay = find_layer(canonical, name)
+            if lay.channels is None:
+                raise OnnxplainError(f"conditions: layer '{name}' has no static channel count")
+            if not isinstance(channels, str):
+                channels = [int(c) for c in np.atleast_1d(channels)]
+                bad = [c for c in channels if not 0 <= c < lay.channels]
+                if bad:
+                    raise OnnxplainError(f"conditions: layer '{name}' has channels 0..{lay.channels - 1}, not {bad}")
+            elif channels != "input":
+                raise OnnxplainError(f"conditions: channels are a list of indices or 'input', not {channels!r}")
+            self.condition_layers[name] = (lay, channels)
+
+    def wrt(self, graph):
+        """The tensor of ``graph`` the backward pass ends at: the layer, or the model input."""
+        return graph.tensors()[self.stop.name] if self.stop is not None else graph.inputs[0]
+
+    def at(self, b, graph) -> tuple:
+        """({tensor: f(b, signal)} for the engine's ``at``, [(graph input, default array)]) of ``conditions``."""
+        import onnx_graphsurgeon as gs
+
+        at, inputs = {}, []
+        for name, (lay, channels) in self.condition_layers.items():
+            shape = [1] * len(lay.shape)
+            shape[0], shape[lay.channel_axis] = -1, lay.channels
+            if channels == "input":
+                var = gs.Variable("condition" if not inputs else f"condition_{len(inputs)}", dtype=b.dtype,
+                                  shape=["condition_batch", lay.channels])
+                inputs.append((var, np.ones((1, lay.channels), b.dtype)))
+                mask = b.reshape(var, shape)
+            else:
+                m = np.zeros(lay.channels, b.dtype)
+                m[channels] = 1
+                shape[0] = 1
+                mask = b.const(m.reshape(shape))
+            at[name] = lambda bb, sig, mask=mask: bb.mul(sig, mask)
+        return at, inputs
+
+    def finish_at(self, b, result, wrt, x) -> tuple:
+        """(relevance, {extra output name: tensor}): ``finish`` at the input; at a layer ``finish`` with the
+        layer's activation in place of the input, and the per-channel totals ``channel_relevance``."""
+        if self.stop is None:
+            return self.finish(b, result, x), {}
+        rel = self.finish(b, result, wrt)
+        axes = [i for i in range(1, len(self.stop.shape)) if i != self.stop.channel_axis]
+        totals = b.reduce_sum(rel, axes, keepdims=False) if axes else b.op("Identity", rel)
+        rel.shape = [d if (isinstance(d, int) and d > 0) or isinstance(d, str) else f"layer_{i}" for i, d in enumerate(self.stop.shape)]
+        totals.shape = [rel.shape[0], rel.shape[self.stop.channel_axis]]
+        return rel, {"channel_relevance": totals}
 
     def _prepare(self, canonical, path: list) -> None:
         """Subclass hook: look at the input→logits path once (first layer, bottlenecks, patterns)."""

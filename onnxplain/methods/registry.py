@@ -17,6 +17,7 @@ import sys
 from ..errors import OnnxplainError
 
 _GRADIENT, _LRP, _PATTERNS = "onnxplain.methods.gradient", "onnxplain.lrp.presets", "onnxplain.patterns.methods"
+_CAM, _CAM_PERTURB = "onnxplain.cam.methods", "onnxplain.cam.perturbation"
 
 # name → (the module that registers it, description), in the order `onnxplain methods` lists them
 BUILTIN: dict = {
@@ -54,6 +55,18 @@ BUILTIN: dict = {
     "rise": ("onnxplain.perturbation.rise",
              "RISE (any model, no rules): score-weighted random upsampled masks "
              "(n_masks, grid, p, seed, score probability|logit)"),
+    "grad_cam": (_CAM, "Grad-CAM (pytorch-grad-cam conventions): layer (default: last conv activation / ViT "
+                       "block), scale; one exportable graph"),
+    "grad_cam_plus_plus": (_CAM, "Grad-CAM++: weights Σ relu(G)·α (layer, scale); exportable"),
+    "xgrad_cam": (_CAM, "XGrad-CAM: weights Σ G·A / ΣA (layer, scale); exportable"),
+    "layer_cam": (_CAM, "LayerCAM: Σ_c relu(G)·A (layer, scale); exportable"),
+    "hires_cam": (_CAM, "HiResCAM: Σ_c G·A (layer, scale); exportable"),
+    "eigen_cam": (_CAM, "Eigen-CAM: first principal component of the activations, power iteration in the "
+                        "graph (layer, scale); exportable"),
+    "score_cam": (_CAM_PERTURB, "Score-CAM: softmax of the target scores of the input masked by each upsampled "
+                                "activation channel (layer, scale, batch_size)"),
+    "ablation_cam": (_CAM_PERTURB, "Ablation-CAM: relative drop of the target score when each channel of the "
+                                   "layer is ablated (layer, scale, batch_size)"),
     "integrated_gradients": ("onnxplain.sampling.integrated_gradients",
                              "Integrated Gradients (Captum conventions): steps, quadrature "
                              "gausslegendre|riemann_left|right|middle|trapezoid, baseline "
@@ -134,6 +147,15 @@ def get_method(name: str, preprocessing=None, **options):
         return factory(**options)
     except TypeError as exc:
         raise OnnxplainError(f"method '{name}': {exc}") from None
+
+
+def accepted_options(name: str) -> set | None:
+    """The option names method ``name`` takes (None: any; an unknown method: the empty set)."""
+    factory = _factory(name)
+    if factory is None:
+        return set()
+    accepted = _parameters(factory)
+    return None if accepted is None else accepted - {"preprocessing"}
 
 
 def _parameters(factory):

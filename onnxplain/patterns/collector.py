@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import runtime
 from ..canonical import CanonicalModel, canonicalize
+from ..canonical.feeds import Feeds
 from ..errors import OnnxplainError
 from .statistics import Statistics
 from .statistics_graph import statistics_model
@@ -17,11 +18,16 @@ def as_canonical(model, input=None, output=None) -> CanonicalModel:
 
 
 class Collector:
-    """Runs the statistics graph batch by batch and accumulates in float64."""
+    """Runs the statistics graph batch by batch and accumulates in float64. ``inputs``: the values of the
+    model's other inputs (:mod:`onnxplain.canonical.feeds`), one row for all samples or one row per sample
+    of the data stream (``offset`` counts the samples seen; set it to 0 to start a stream again, or to a
+    shard's first sample index)."""
 
-    def __init__(self, canonical, layers, moments, regime, device):
+    def __init__(self, canonical, layers, moments, regime, device, inputs=None):
         self.canonical, self.layers, self.moments, self.regime = canonical, layers, moments, regime
         self.device = device
+        self.feeds = Feeds(canonical.side_inputs, inputs, None, canonical.source or "the model")
+        self.offset = 0
         self.stats = Statistics(layers, moments, regime, model_fingerprint=canonical.fingerprint())
         self._sess = None
         self._spec = None
@@ -46,9 +52,12 @@ class Collector:
                 self.add(batch[start:start + int(fixed)], into)
             return
         if self._sess is None:
+            weights: dict = {}
             model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
-                                                 sample_shape=batch.shape[1:])
-            self._sess = runtime.Session(model, self.device)
+                                                 sample_shape=batch.shape[1:], external=weights)
+            self._sess = runtime.Session(model, self.device, initializers=weights)
             self._names = [name for _, _, name in self._spec]
-        res = self._sess.run({self.canonical.input_name: batch}, self._names)
+        feeds = self.feeds.take(self.offset, self.offset + len(batch))
+        self.offset += len(batch)
+        res = self._sess.run({self.canonical.input_name: batch, **feeds}, self._names)
         (into or self.stats).add_batch(dict(zip(self._names, res)), self._spec, len(batch))

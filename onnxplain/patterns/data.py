@@ -8,28 +8,16 @@ import numpy as np
 
 from ..canonical import CanonicalModel
 from ..errors import OnnxplainError, first_line
+from ..inputs import expand, image_extensions
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+IMAGE_EXTENSIONS = image_extensions()
 ARRAY_EXTENSIONS = (".npy", ".parquet")  # files of several inputs each (Parquet: one column, --column)
 
 
 def _expand_files(items) -> list:
-    files = []
-    for item in items:
-        p = os.fspath(item)
-        if os.path.isdir(p):
-            for root, dirs, names in os.walk(p):
-                dirs.sort()
-                for n in sorted(names):
-                    if n.lower().endswith(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS) and not n.startswith("."):
-                        files.append(os.path.join(root, n))
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            raise OnnxplainError(f"data file or folder not found: {p}")
-    if not files:
-        raise OnnxplainError("no image, .npy or .parquet files found in the data given")
-    return files
+    """Image, .npy and .parquet files of ``items`` (files, folders, globs, ``@list.txt``:
+    :func:`onnxplain.inputs.expand`, the one home of input discovery)."""
+    return expand(items, extensions=IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)
 
 
 def _parquet(path):

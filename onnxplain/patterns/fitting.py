@@ -20,18 +20,22 @@ ENGINES = ("local", "ray")  # where fit_statistics runs: this process, or a Ray 
 
 def fit_statistics(model, data, moments: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                    regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                   engine: str = "local", address: str | None = None, workers: int | None = None,
+                   inputs=None, engine: str = "local", address: str | None = None, workers: int | None = None,
                    shard_size: int | None = None, **preprocessing) -> Statistics:
     """Stream ``data`` through the statistics graph of ``model``; return the summed :class:`Statistics`.
 
     Memory does not grow with the data: each batch's sums are added to float64 accumulators.
     ``progress(n)`` is called after every batch with its size (``engine="ray"``: as workers report).
+    ``inputs``: {name: array or .npy path} of the model's other inputs, one row for all samples or one row
+    per sample of ``data``.
 
     ``engine="ray"`` (needs ``onnxplain[ray]``) fits files on a Ray cluster: ``address`` of a running
     cluster (None: join the local instance, or start one), ``workers`` (default: one per CPU, or per GPU
     with ``device="cuda"``), ``shard_size`` inputs per shard (default: about 4 shards per worker); files
     that cannot be decoded are skipped and listed in ``Statistics.skipped``. The result equals the
-    single-process fit up to the order of float64 additions (see :mod:`.shards`).
+    single-process fit up to the order of float64 additions (see :mod:`.shards`). ``inputs`` are loaded
+    here and sent to the workers; per-row values go with each batch's sample indices (a file that cannot
+    be decoded is then an error: skipping it would shift the rows).
     """
     if engine not in ENGINES:
         raise OnnxplainError(f"engine must be one of {', '.join(ENGINES)}, not '{engine}'")
@@ -48,9 +52,9 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
 
         return fit_statistics_sharded(model, canonical, layers, data, moments=moments, regime=regime,
                                       batch_size=batch_size, device=device, limit=limit, progress=progress,
-                                      input=input, output=output, address=address, workers=workers,
-                                      shard_size=shard_size, **preprocessing)
-    col = Collector(canonical, layers, moments, regime, device)
+                                      input=input, output=output, inputs=inputs, address=address,
+                                      workers=workers, shard_size=shard_size, **preprocessing)
+    col = Collector(canonical, layers, moments, regime, device, inputs)
     for batch in iter_batches(data, canonical, int(batch_size), limit, **preprocessing):
         if len(batch):
             col.add(batch)
@@ -64,7 +68,7 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
 
 def fit_patterns(model, data, estimator: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                  regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                 engine: str = "local", address: str | None = None, **options) -> Patterns:
+                 inputs=None, engine: str = "local", address: str | None = None, **options) -> Patterns:
     """Learn the patterns of every linear layer of ``model`` from ``data``.
 
     ``estimator``: "two_component" (S_a+-, Eq. 7: a₊ per layer followed by a ReLU, the linear a elsewhere),
@@ -72,13 +76,14 @@ def fit_patterns(model, data, estimator: str = "two_component", batch_size: int 
     included: iNNvestigate) or "paper" (wᵀx > 0). ``data``: an array (N, ...), image/.npy files or folders,
     or an iterable of arrays; image preprocessing keywords (``size``, ``mean``, ``std``, ``scale``,
     ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`; ``column`` of Parquet files.
-    ``engine="ray"``, ``address``, ``workers``, ``shard_size``: on a Ray cluster, see :func:`fit_statistics`.
+    ``inputs``: the model's other inputs, as for :func:`fit_statistics`. ``engine="ray"``, ``address``,
+    ``workers``, ``shard_size``: on a Ray cluster, see :func:`fit_statistics`.
     """
     if estimator not in ESTIMATORS:
         raise OnnxplainError(f"estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
     stats = fit_statistics(model, data, moments=estimator, batch_size=batch_size, device=device, regime=regime,
-                           limit=limit, progress=progress, input=input, output=output, engine=engine,
-                           address=address, **options)
+                           limit=limit, progress=progress, input=input, output=output, inputs=inputs,
+                           engine=engine, address=address, **options)
     return stats.patterns(estimator)
 
 
@@ -87,7 +92,8 @@ def fit_patterns_file(model, data, out, *, statistics: bool = False, **options) 
     ``(patterns, path)``. Refused before any fitting when an output is one of the inputs: the model, its
     external data or a data file."""
     outputs = [out] + ([statistics_path(out)] if statistics else [])
-    refuse_inputs(outputs, [*source_files(model), *data_files(data)], hint="choose another -o/--out")
+    feeds = [v for v in (options.get("inputs") or {}).values() if isinstance(v, (str, os.PathLike))]
+    refuse_inputs(outputs, [*source_files(model), *data_files(data), *feeds], hint="choose another -o/--out")
     pats = fit_patterns(model, data, **options)
     return pats, pats.save(out, statistics=statistics)
 

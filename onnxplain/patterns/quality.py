@@ -55,7 +55,8 @@ TARGETS = ("linear", "output")
 
 def signal_quality(model, patterns, data, batch_size: int = 64, device: str = "auto", *, v_data=None,
                    split: bool = True, target: str = "linear", max_fan_in: int = 4608, limit: int | None = None,
-                   seed: int = 0, progress=None, input=None, output=None, **preprocessing) -> QualityReport:
+                   seed: int = 0, progress=None, input=None, output=None, inputs=None,
+                   **preprocessing) -> QualityReport:
     """ρ(S) of Eq. (1) per layer for S_w, a random baseline, S_a and S_a+- on held-out ``data``.
 
     The best v is the least-squares regression of y on the residual x − S(x), fitted on ``v_data`` when
@@ -64,6 +65,8 @@ def signal_quality(model, patterns, data, batch_size: int = 64, device: str = "a
     S_a removes all linear correlation by construction); ``"output"`` with the ReLU-gated output m·(wᵀx + b).
     S_a needs patterns with the "linear" estimator, S_a+- with "two_component" and, for ReLU layers, a₋
     (estimator "all"). Layers with fan-in above ``max_fan_in`` are skipped (the patch covariance is fan-in²).
+    ``inputs``: the model's other inputs, one row for all samples or one row per sample of ``data`` (and of
+    ``v_data``, each stream from its first row).
     """
     if target not in TARGETS:
         raise OnnxplainError(f"target must be one of {', '.join(TARGETS)}, not '{target}'")
@@ -73,13 +76,14 @@ def signal_quality(model, patterns, data, batch_size: int = 64, device: str = "a
     check_layers(pats, {lay.name: lay.sha for lay in layers})
     skipped = [lay.name for lay in layers if lay.fan_in > max_fan_in]
     kept = [lay for lay in layers if lay.fan_in <= max_fan_in]
-    col = Collector(canonical, kept, "quality", pats.regime, device)
+    col = Collector(canonical, kept, "quality", pats.regime, device, inputs)
     halves = [Statistics(kept, "quality", pats.regime), Statistics(kept, "quality", pats.regime)]
     pre = dict(preprocessing)
     if v_data is not None:
         for batch in iter_batches(v_data, canonical, int(batch_size), limit, **pre):
             col.add(batch, into=halves[0])
         split = False
+    col.offset = 0
     for i, batch in enumerate(iter_batches(data, canonical, int(batch_size), limit, **pre)):
         col.add(batch, into=halves[1] if (v_data is not None or (split and i % 2)) else halves[0])
         if progress is not None:

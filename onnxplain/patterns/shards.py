@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..canonical.feeds import Feeds
 from ..errors import ImageError, OnnxplainError
 from .collector import Collector, as_canonical
 from .data import (ARRAY_EXTENSIONS, _image_spec, data_files, decode_cells, finite_inputs,
@@ -42,6 +43,7 @@ class Batch:
     files: tuple
     start: int = 0
     stop: int = 0
+    first: int = 0  # index of the batch's first sample in the whole data (rows of per-row side inputs)
 
     @property
     def size(self) -> int:
@@ -66,14 +68,15 @@ def plan_batches(data, canonical, batch_size: int, limit: int | None = None) -> 
         raise OnnxplainError("a cluster reads files: pass image, .npy or .parquet files or folders (arrays and "
                              "iterables are fitted in this process, without engine='ray')")
     rank, left = len(canonical.input_shape), int(limit) if limit else None
-    out, images = [], []
+    out, images, seen = [], [], 0
     for f in files + [None]:
         if f is not None and not f.lower().endswith(ARRAY_EXTENSIONS):
             images.append(f)
             if len(images) < batch_size and (left is None or len(images) < left):
                 continue
         if images:
-            out.append(Batch("images", tuple(images)))
+            out.append(Batch("images", tuple(images), first=seen))
+            seen += len(images)
             left = None if left is None else left - len(images)
             images = []
         if left is not None and left <= 0:
@@ -83,7 +86,8 @@ def plan_batches(data, canonical, batch_size: int, limit: int | None = None) -> 
         kind, n = ("parquet" if f.lower().endswith(".parquet") else "npy"), _rows(f, rank)
         for s in range(0, n, batch_size):
             stop = min(s + batch_size, n, s + left if left is not None else n)
-            out.append(Batch(kind, (f,), s, stop))
+            out.append(Batch(kind, (f,), s, stop, seen))
+            seen += stop - s
             left = None if left is None else left - (stop - s)
             if left is not None and left <= 0:
                 return out
@@ -176,22 +180,32 @@ class ShardFitter:
     the shard's sums (a retried shard is fitted again from scratch, nothing of it is kept)."""
 
     def __init__(self, model, *, moments: str, regime: str, device: str = "auto", input=None, output=None,
-                 decode_threads: int = 1, **reading):
+                 inputs=None, decode_threads: int = 1, **reading):
         self.canonical = as_canonical(model, input, output)
         self.layers = find_layers(self.canonical.graph)
         self.moments, self.regime, self.reading = moments, regime, reading
-        self.collector = Collector(self.canonical, self.layers, moments, regime, device)
+        self.collector = Collector(self.canonical, self.layers, moments, regime, device, inputs)
         # a GPU worker needs many cores decoding for it (ImageNet JPEGs: ~100-150 per second and core)
         self.pool = ThreadPoolExecutor(int(decode_threads)) if int(decode_threads) > 1 else None
+
+    def _no_shift(self, skipped):
+        if skipped and self.collector.feeds.varying:
+            raise OnnxplainError(f"cannot read {skipped[0][0]} ({skipped[0][1]}); with one row per sample of "
+                                 "the other inputs no file can be skipped (the rows would shift)")
 
     def __call__(self, shard, progress=None) -> dict:
         stats = Statistics(self.layers, self.moments, self.regime,
                            model_fingerprint=self.canonical.fingerprint())
         skipped: list = []
-        for batch in prefetched(read_shard(shard, self.canonical, skipped, pool=self.pool, **self.reading)):
+        batches = ((b, x) for b in shard for x in read_shard([b], self.canonical, skipped, pool=self.pool,
+                                                             **self.reading))
+        for b, batch in prefetched(batches):
+            self._no_shift(skipped)
+            self.collector.offset = b.first  # per-row side inputs: this batch's rows of the whole data
             self.collector.add(batch, into=stats)
             if progress is not None:
                 progress(len(batch))
+        self._no_shift(skipped)
         if progress is not None and skipped:
             progress(len(skipped))
         return {"sums": stats.sums, "skipped": skipped, "fingerprint": stats.fingerprint,
@@ -199,14 +213,16 @@ class ShardFitter:
 
 
 def fit_statistics_sharded(model, canonical, layers, data, *, moments, regime, batch_size, device, limit,
-                           progress, input, output, address=None, workers=None, shard_size=None,
-                           **reading) -> Statistics:
+                           progress, input, output, inputs=None, address=None, workers=None,
+                           shard_size=None, **reading) -> Statistics:
     """:func:`.fitting.fit_statistics` on a Ray cluster (:mod:`onnxplain.distributed`): shards fitted by
     one :class:`ShardFitter` per worker, their sums added up as they arrive."""
     from ..canonical import CanonicalModel, load_model
     from ..distributed import Cluster
 
     batches = plan_batches(data, canonical, int(batch_size), limit)
+    feeds = Feeds(canonical.side_inputs, inputs, None, canonical.source or "the model")  # checked, files read here
+    feeds.take(0, sum(b.size for b in batches))  # too few rows: refused before any worker starts
     total = Statistics(layers, moments, regime, model_fingerprint=canonical.fingerprint())
     skipped: list = []
     with Cluster(address, workers=workers, device=device) as cluster:
@@ -214,6 +230,7 @@ def fit_statistics_sharded(model, canonical, layers, data, *, moments, regime, b
         source = canonical.to_onnx() if isinstance(model, CanonicalModel) else load_model(model)[0]
         model_bytes = source.SerializeToString()  # every node reads the same weights, no shared disk needed
         kwargs = dict(moments=moments, regime=regime, device=device, input=input, output=output,
+                      inputs={**feeds.constant, **feeds.per_row} or None,
                       decode_threads=cluster.decode_threads, **reading)
         for res in cluster.map(ShardFitter, (model_bytes,), kwargs, shards, progress=progress):
             if res["fingerprint"] != total.fingerprint:

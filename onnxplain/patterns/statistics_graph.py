@@ -14,10 +14,10 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from ..canonical import CanonicalModel, export_graph
+from ..canonical.loading import reinfer
 from ..canonical.passes import fill_batch_free_dims
 from ..errors import OnnxplainError
 from ..graph import Builder, static_shape
@@ -53,21 +53,21 @@ def _fixed_input_graph(canonical: CanonicalModel, sample_shape) -> gs.Graph:
     g = canonical.graph
     if all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
         return g.copy()
-    model = canonical.to_onnx()
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != len(sample_shape) + 1:
+    g = g.copy()
+    x = g.inputs[0]
+    if not x.shape or len(x.shape) != len(sample_shape) + 1:
         raise OnnxplainError(f"data samples have shape {tuple(sample_shape)} but the model input has rank "
-                             f"{len(dims)}")
-    for d, v in zip(list(dims)[1:], sample_shape):
-        d.Clear()
-        d.dim_value = int(v)
-    model.graph.ClearField("value_info")
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    g = gs.import_onnx(model)
+                             f"{len(x.shape or [])}")
+    x.shape = [x.shape[0], *(int(v) for v in sample_shape)]
+    ends = {id(t) for t in (*g.inputs, *g.outputs)}
+    for t in g.tensors().values():  # every inner shape inferred anew at this input size
+        if isinstance(t, gs.Variable) and id(t) not in ends:
+            t.shape = None
+    where = canonical.source or "the model"
+    g = reinfer(g, where)  # the weights stay arrays: no protobuf copy of them
     if not all(_static_sample(n.inputs[0]) for n in g.nodes if n.op == "Conv"):
         # dims unknown only because the batch is symbolic (a Reshape to [N, h, w, -1] before a projection)
-        fill_batch_free_dims(g, lambda t: gs.import_onnx(onnx.shape_inference.infer_shapes(export_graph(t),
-                                                                                           data_prop=True)))
+        fill_batch_free_dims(g, lambda t: reinfer(t, where))
     return g
 
 
@@ -209,10 +209,12 @@ def _dense_sums(b, lay: Layer, x, targets, want_sx, want_xx):
 
 
 def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "two_component",
-                     regime: str = "activation", sample_shape=None):
+                     regime: str = "activation", sample_shape=None, external: dict | None = None):
     """The ONNX model that maps a batch of inputs to the per-batch sums of every layer.
 
-    Returns ``(model, spec)`` with ``spec = [(layer index, key, output name)]``.
+    Returns ``(model, spec)`` with ``spec = [(layer index, key, output name)]``. ``external``: the large
+    weights stay arrays there (:func:`~onnxplain.canonical.export_graph`), for a session without a
+    protobuf copy of them.
     """
     if moments not in MOMENTS:
         raise OnnxplainError(f"moments must be one of {', '.join(MOMENTS)}, not '{moments}'")
@@ -268,7 +270,7 @@ def statistics_model(canonical: CanonicalModel, layers: list, moments: str = "tw
         emit(i, "shape", b.shape(y), np.int64)
     g.outputs = outputs
     g.cleanup().toposort()
-    model = export_graph(g)
+    model = export_graph(g, external=external)
     return model, spec
 
 

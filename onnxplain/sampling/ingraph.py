@@ -148,10 +148,26 @@ def _check_batch(canonical, what):
                              "it from Python with Explainer.explain")
 
 
+def _side(c: _Composer, canonical, copies):
+    """{name: tensor} of the model's other inputs for ``copies`` × N rows stacked copy-major (row r is
+    sample r mod N, as the steps and noisy copies are): per-row inputs tiled, the others as they are.
+    ``copies``: an int, or the name of an int64 [1] tensor."""
+    out = {}
+    for spec in canonical.side_inputs:
+        if not spec.per_row or copies == 1:
+            out[spec.name] = spec.name
+            continue
+        times = c.ints([copies]) if isinstance(copies, int) else copies
+        reps = c.op("Concat", times, c.ints([1] * (len(spec.shape) - 1)), axis=0) if len(spec.shape) > 1 else times
+        out[spec.name] = c.op("Tile", spec.name, reps)
+    return out
+
+
 def _prologue(c: _Composer, canonical, fwd_model, x, target, extra_rows=None):
-    """Forward pass of x (and optionally more rows in the same call) and the explained class."""
+    """Forward pass of x (and optionally as many more rows in the same call) and the explained class."""
     fx = x if extra_rows is None else c.op("Concat", x, extra_rows, axis=0)
-    out = c.inline(fwd_model, "forward/", {canonical.input_name: fx})
+    side = _side(c, canonical, 1 if extra_rows is None else 2)
+    out = c.inline(fwd_model, "forward/", {canonical.input_name: fx, **side})
     logits_all = out[fwd_model.graph.output[0].name]
     n = c.op("Shape", x, start=0, end=1)
     logits = logits_all if extra_rows is None else c.op("Slice", logits_all, c.ints([0]), n, c.ints([0]))
@@ -161,10 +177,13 @@ def _prologue(c: _Composer, canonical, fwd_model, x, target, extra_rows=None):
 
 
 def _io(canonical, inner: onnx.ModelProto):
-    if canonical.input_name in ("target", "noise", "relevance", "logits", "target_out", "delta"):
-        raise OnnxplainError(f"the model input is called '{canonical.input_name}', a name the exported explainer "
-                             "uses for itself; rename the model input before exporting")
+    for name in [canonical.input_name, *(s.name for s in canonical.side_inputs)]:
+        if name in ("target", "noise", "relevance", "logits", "target_out", "delta"):
+            raise OnnxplainError(f"the model input is called '{name}', a name the exported explainer uses for "
+                                 "itself; rename the model input before exporting")
     x_vi = copy.deepcopy(inner.graph.input[0])
+    side = {s.name for s in canonical.side_inputs}
+    x_vi = [x_vi] + [copy.deepcopy(vi) for vi in inner.graph.input if vi.name in side]  # the other inputs stay
     target_vi = helper.make_tensor_value_info("target", TensorProto.INT64, ["target_batch"])
     target_default = numpy_helper.from_array(np.zeros((0,), np.int64), "target")
     outs = {o.name: o for o in inner.graph.output}
@@ -239,7 +258,8 @@ def build_integrated_gradients(canonical, inner: onnx.ModelProto, alphas: np.nda
     tail = c.op("Shape", x, start=1)
     rows = c.op("Reshape", path, c.op("Concat", c.ints([-1]), tail, axis=0))
     targets = c.op("Tile", chosen, c.ints([steps]))
-    got = c.inline(inner, "gradient/", {inner.graph.input[0].name: rows, "target": targets})
+    got = c.inline(inner, "gradient/", {inner.graph.input[0].name: rows, "target": targets,
+                                        **_side(c, canonical, steps)})
     grads = c.op("Reshape", got["relevance"], c.op("Concat", c.ints([steps]), c.op("Shape", x), axis=0))
     total = c.reduce("ReduceSum", c.op("Mul", grads, c.init(weights.astype(dtype).reshape(lift))), [0], False)
     relevance = c.op("Mul", total, diff)
@@ -258,7 +278,7 @@ def build_integrated_gradients(canonical, inner: onnx.ModelProto, alphas: np.nda
     doc = (f"onnxplain explainer, method=integrated_gradients ({rule}, {steps} steps, baseline "
            f"{baseline.kind}). Inputs: {x} and optional target (int64 [N]; empty = top-1). Outputs: "
            "relevance, logits, target_out, delta (Σ relevance − (f(x) − f(baseline))).")
-    return c.model([x_vi, target_vi], outputs, doc, defaults=[target_default], ir_version=inner.ir_version)
+    return c.model([*x_vi, target_vi], outputs, doc, defaults=[target_default], ir_version=inner.ir_version)
 
 
 def build_smoothgrad(canonical, inner: onnx.ModelProto, *, draws: np.ndarray, noise: float, stdevs: float | None,
@@ -290,8 +310,10 @@ def build_smoothgrad(canonical, inner: onnx.ModelProto, *, draws: np.ndarray, no
                  c.op("Mul", c.op("Unsqueeze", "noise", c.ints([1])), c.op("Unsqueeze", sigma, c.ints([0]))))
     rows = c.op("Reshape", noisy, c.op("Concat", c.ints([-1]), c.op("Shape", x, start=1), axis=0))
     targets = c.op("Tile", chosen, s_count)
-    got = c.inline(inner, "base/", {inner.graph.input[0].name: rows, "target": targets})
-    a = c.op("Reshape", got["relevance"], c.op("Concat", s_count, c.op("Shape", x), axis=0))
+    got = c.inline(inner, "base/", {inner.graph.input[0].name: rows, "target": targets,
+                                    **_side(c, canonical, s_count)})
+    a = c.op("Reshape", got["relevance"], c.op("Concat", s_count, c.ints([-1]), c.op("Shape", got["relevance"], start=1),
+                                               axis=0))  # [samples, N, ...]: the base's shape (a CAM's [N, H, W])
     count = c.op("Cast", s_count, to=helper.np_dtype_to_tensor_dtype(dtype))
     mean = c.op("Div", c.reduce("ReduceSum", a, [0], False), count)
     if variant == "smoothgrad":
@@ -304,5 +326,5 @@ def build_smoothgrad(canonical, inner: onnx.ModelProto, *, draws: np.ndarray, no
     doc = (f"onnxplain explainer, method=smoothgrad ({description}). Inputs: {x}, optional target "
            "(int64 [N]; empty = top-1) and optional noise (standard normal draws [samples, ...]; default: the "
            "seeded draws). Outputs: relevance, logits, target_out.")
-    return c.model([x_vi, target_vi, noise_vi], outputs, doc, defaults=[target_default, noise_default],
+    return c.model([*x_vi, target_vi, noise_vi], outputs, doc, defaults=[target_default, noise_default],
                    ir_version=inner.ir_version)

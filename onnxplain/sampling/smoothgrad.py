@@ -74,8 +74,7 @@ class SmoothGrad(ModelMethod):
         z = self.draws(x.shape[1:], x.dtype)
         sig = self.sigmas(x)
         n, s_count = len(x), self.samples
-        acc = np.zeros(x.shape, np.float64)
-        acc2 = np.zeros(x.shape, np.float64) if self.variant != "smoothgrad" else None
+        acc = acc2 = None  # shaped by the base's relevance (a CAM's is [N, H, W], not the input's shape)
         deltas = []
         bs = runner.batch_cap()
         with Progress(n * s_count, f"smoothgrad ({self.base.name})", self.progress) as bar:
@@ -85,6 +84,9 @@ class SmoothGrad(ModelMethod):
                 rows = x[i] + z[k] * sig[i]
                 a, extras = self._base_relevance(runner, rows, t[i])
                 a64 = a.astype(np.float64)
+                if acc is None:
+                    acc = np.zeros((n,) + a.shape[1:], np.float64)
+                    acc2 = np.zeros_like(acc) if self.variant != "smoothgrad" else None
                 np.add.at(acc, i, a64)
                 if acc2 is not None:
                     np.add.at(acc2, i, a64 * a64)

@@ -12,6 +12,7 @@ it inside and casts relevance and logits back (:mod:`onnxplain.explainer_graph`)
 ``dtype="float16"`` (``--dtype float16``) casts the other way: an fp16 explainer, for GPUs. Models without
 float16 tensors keep their float type unless a dtype is asked for (float64 test models stay float64).
 
+The model's other inputs (:mod:`..feeds`) keep their dtype too, with a Cast inside the canonical graph.
 Inputs that ONNX types as float32 whatever the graph computes in (Resize ``scales``, Upsample ``scales``)
 keep float32. The logits change by float16 rounding only (the model computed them in float16).
 """
@@ -56,6 +57,7 @@ def cast_graph(graph: gs.Graph, dtype) -> int:
     dtype = np.dtype(dtype)
     to = helper.np_dtype_to_tensor_dtype(dtype)
     converted: dict = {}
+    side = [(t, np.dtype(t.dtype)) for t in graph.inputs[1:] if _is_float(t.dtype) and np.dtype(t.dtype) != dtype]
 
     def convert(c: gs.Constant, want) -> gs.Constant:
         key = (c.name, want.str)
@@ -86,5 +88,11 @@ def cast_graph(graph: gs.Graph, dtype) -> int:
                 and _is_float(node.outputs[0].dtype):
             bypass(node, graph)
             removed += 1
+    for t, own in side:  # the model's other inputs keep their dtype, cast inside
+        outer = gs.Variable(t.name, dtype=own, shape=t.shape)
+        t.name = f"{t.name}__{dtype.name}"
+        graph.nodes.append(gs.Node("Cast", name=f"{outer.name}/input_cast", attrs={"to": to}, inputs=[outer],
+                                   outputs=[t]))
+        graph.inputs = [outer if x is t else x for x in graph.inputs]
     graph.cleanup().toposort()
     return removed

@@ -7,8 +7,8 @@ the ONNX checker accept:
   such a tensor into a constant holding -1, and an exported explainer fails the full checker.
 * :func:`squeeze_logits` — logits with trailing axes of size 1 (``[N, C, 1, 1]``: a SqueezeNet's
   GlobalAveragePool without Flatten) are squeezed to ``[N, C]`` by a Squeeze appended to the graph.
-* :func:`dynamic_batch` — a fixed batch size (``[1, 3, 224, 224]``) becomes symbolic where the graph
-  allows it: Reshapes whose constant shape hard-codes the batch get 0 (copy the input's batch) or -1
+* :func:`dynamic_batch` — a fixed batch size (``[1, 3, 224, 224]``, and the same on the model's other
+  inputs) becomes symbolic where the graph allows it: Reshapes whose constant shape hard-codes the batch get 0 (copy the input's batch) or -1
   there. The rewrite is kept only when onnxruntime computes the same logits as before, at the fixed batch
   and on three times as many rows; otherwise the graph keeps its fixed batch and the runner explains that
   many rows per run (``ModelRunner.batch_cap``).
@@ -72,11 +72,14 @@ def dynamic_batch(graph: gs.Graph) -> str | None:
         return None
     b = int(shape[0])
     kept = f"batch size fixed at {b} by the graph; inputs are explained {'one' if b == 1 else b} at a time"
-    if not all(_static(d) for d in shape[1:]) or not out.shape or out.shape[0] != b:
+    rows = graph.inputs  # the model's other inputs with the same fixed batch are fed row by row with it
+    if not all(t.shape and t.shape[0] == b and all(_static(d) for d in t.shape[1:]) for t in rows) \
+            or not out.shape or out.shape[0] != b:
         return kept
-    x = np.random.default_rng(0).standard_normal([3 * b] + [int(d) for d in shape[1:]]).astype(inp.dtype)
+    rng = np.random.default_rng(0)
+    xs = {t.name: _probe(rng, [3 * b] + [int(d) for d in t.shape[1:]], t.dtype) for t in rows}
     try:
-        runs = run_cpu(export_graph(graph.copy()), [{inp.name: x[i * b:(i + 1) * b]} for i in range(3)])
+        runs = run_cpu(graph, [{k: v[i * b:(i + 1) * b] for k, v in xs.items()} for i in range(3)])
     except OnnxplainError:
         return kept
     ref = np.concatenate([r[0] for r in runs])
@@ -85,7 +88,7 @@ def dynamic_batch(graph: gs.Graph) -> str | None:
         undo()
         return kept
     try:
-        got = run_cpu(export_graph(graph.copy()), [{inp.name: x}, {inp.name: x[:b]}])
+        got = run_cpu(graph, [xs, {k: v[:b] for k, v in xs.items()}])
         same = all(g[0].shape == r.shape and np.allclose(g[0], r, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(r).max()))
                    for g, r in zip(got, (ref, ref[:b])))
     except OnnxplainError:
@@ -116,9 +119,9 @@ def _free_batch(graph: gs.Graph, b: int):
             continue
         reshapes.append((node, node.inputs[1]))
         node.inputs[1] = gs.Constant(f"{node.name}/dynamic_batch_shape", s)
-    inp = graph.inputs[0]
+    inputs = {id(t) for t in graph.inputs}
     for t, shape in shapes:
-        t.shape = None if t is not inp else ["N"] + list(shape[1:])
+        t.shape = None if id(t) not in inputs else ["N"] + list(shape[1:])
 
     def undo():
         for t, shape in shapes:
@@ -133,7 +136,8 @@ def _infers(graph: gs.Graph, rows: int) -> bool:
     """Whether strict shape inference accepts the graph with ``rows`` rows (catches Reshapes that mix
     rows, without running it)."""
     probe = graph.copy()
-    probe.inputs[0].shape = [rows] + list(probe.inputs[0].shape[1:])
+    for t in probe.inputs:
+        t.shape = [rows] + list(t.shape[1:])
     try:
         inferred = shape_inference.infer_shapes(light_copy(export_graph(probe)), strict_mode=True, data_prop=True)
     except Exception:  # onnx raises InferenceError and friends
@@ -152,7 +156,19 @@ def _infers(graph: gs.Graph, rows: int) -> bool:
     return True
 
 
-def run_cpu(model, feeds):
+def _probe(rng, shape, dtype):
+    """A random input of ``shape``: normal floats, small non-negative integers, booleans."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) > 0.5
+    return rng.integers(0, 2, shape).astype(dtype)
+
+
+def run_cpu(graph: gs.Graph, feeds):
+    """The outputs of ``graph`` on each of ``feeds``, its weights passed as arrays (no protobuf copy)."""
     from ...runtime import run_cpu as run  # onnxruntime is loaded only when a fixed batch is checked
 
-    return run(model, feeds)
+    arrays: dict = {}
+    return run(export_graph(graph.copy(), external=arrays), feeds, arrays)

@@ -1,0 +1,160 @@
+"""``onnxplain.evaluate``: explain a batch with several methods and measure each map with the metrics.
+
+The model is canonicalised once; each method's explainer is built once and explains all inputs in
+batches; every metric's perturbed inputs run through one forward session in batches of ``batch_size``
+(:mod:`.perturb`). MPRT and eMPRT share one cascade of randomised models per method.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..canonical import CanonicalModel, canonicalize
+from ..errors import OnnxplainError
+from ..explainer import Explainer
+from ..patterns.fitting import as_patterns
+from ..progress import Progress
+from . import randomisation
+from .registry import METRICS, resolve_metrics
+from .report import Report
+
+CONVENTIONS = ("onnxplain", "quantus")
+
+
+def method_specs(methods) -> list:
+    """[(label, name, options)] from names, Method objects, (name, options) pairs or {label: (name, options)}."""
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple, dict)) or (
+            isinstance(methods, tuple) and len(methods) == 2 and isinstance(methods[1], dict)):
+        methods = [methods]  # one method
+    items = list(methods.items()) if isinstance(methods, dict) else [(None, m) for m in methods]
+    out, seen = [], set()
+    for label, m in items:
+        name, options = (m[0], dict(m[1]) if len(m) > 1 else {}) if isinstance(m, tuple) else (m, {})
+        label = label or (name if isinstance(name, str) else getattr(name, "name", type(name).__name__))
+        while label in seen:
+            label += "'"
+        seen.add(label)
+        out.append((label, name, options))
+    if not out:
+        raise OnnxplainError("give at least one method to evaluate")
+    return out
+
+
+class _Subject:
+    """One method on the model: its explainer, relevance and (lazily) its randomisation cascade."""
+
+    def __init__(self, canonical, label, name, options, batch_size, device, preprocessing):
+        self.label, self.name, self.options = label, name, options
+        self.kw = dict(batch_size=batch_size, device=device, preprocessing=preprocessing)
+        self.explainer = Explainer(canonical, name, **self.kw, **options)
+        self._cascade = None
+
+    def explain(self, x, target):
+        return self.explainer.explain(x, target).relevance
+
+    def cascade(self, x, target, seed):
+        """[(layer, relevance)] with one more layer randomised each step, from the logits down."""
+        if self._cascade is None:
+            self._cascade = []
+            for layer, model in randomisation.randomised_models(self.explainer.canonical, seed):
+                options = dict(self.options)
+                if "patterns" in options:
+                    options["patterns"] = randomisation.rekeyed_patterns(as_patterns(options["patterns"]), model)
+                ex = Explainer(model, self.name, **self.kw, **options)
+                self._cascade.append((layer, ex.explain(x, target).relevance))
+        return self._cascade
+
+
+def evaluate(model, x, methods=("gradient",), metrics=None, target=None, masks=None, batch_size: int = 64,
+             seed: int = 0, convention: str = "onnxplain", *, device: str = "auto", preprocessing=None,
+             progress=None, input=None, output=None) -> Report:
+    """Explain ``x`` with each of ``methods`` and score every map with ``metrics``.
+
+    ``methods``: names, ``(name, {option: value})`` pairs, or {label: (name, options)}. ``metrics``: None
+    (every metric but the localisation ones, which join when ``masks`` are given), a list of names, or
+    {name: {option: value}} (the options of the metric functions in :mod:`.faithfulness`, :mod:`.maps`,
+    :mod:`.randomisation`). ``target``: the classes explained and scored (default: each row's top-1
+    class). ``masks``: ground truth (N, H, W) for pointing game, relevance mass and rank. ``convention=
+    "quantus"``: the metrics Quantus 0.6.0 has reproduce its per-sample values (:mod:`.quantus`), with its
+    parameter names. ``progress``: True/False/None (a bar on stderr for long runs)."""
+    if convention not in CONVENTIONS:
+        raise OnnxplainError(f"convention must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
+    canonical = model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
+    specs = method_specs(methods)
+    wanted = resolve_metrics(metrics, masks is not None)
+    if metrics is None and len(canonical.input_shape) != 4:
+        wanted.pop("road", None)  # ROAD imputes image pixels: not a default for other inputs
+    subjects = [_Subject(canonical, *s, batch_size, device, preprocessing) for s in specs]
+    x = subjects[0].explainer._check_input(x)
+    logits = subjects[0].explainer.runner.logits(x)
+    t = logits.argmax(1).astype(np.int64) if target is None else subjects[0].explainer._check_target(target, len(x))
+    if masks is not None and len(np.asarray(masks)) != len(x):
+        raise OnnxplainError(f"{len(np.asarray(masks))} masks for {len(x)} inputs: give one mask per input")
+    forward = subjects[0].explainer.runner.logits
+    layout = canonical.layout if x.ndim == 4 else None
+    rep = Report(x=x, target=t, logits=logits, layout=layout, methods=[s.label for s in subjects],
+                 specs={s.label: (s.name, s.options) for s in subjects}, convention=convention, model=canonical)
+    if convention == "quantus":
+        from .quantus import run_metric
+    else:
+        run_metric = _run_metric
+    with Progress(len(subjects) * (1 + len(wanted)), "evaluating", progress) as bar:
+        for s in subjects:
+            rel = s.explain(x, t)
+            rep.relevance[s.label] = rel
+            bar.update()
+            for name, options in wanted.items():
+                rep.add(s.label, name, run_metric(name, options, s, forward, x, rel, t, masks, layout, seed,
+                                                  logits.shape[1]))
+                bar.update()
+    return rep
+
+
+def _run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes):
+    spec = METRICS[name]
+    kw = dict(options)
+    try:
+        if spec.kind == "forward":
+            return spec.fn(forward, x, rel, t, layout=layout, **{"seed": seed, **kw})
+        if spec.kind == "map":
+            return spec.fn(rel, **kw)
+        if spec.kind == "mask":
+            return spec.fn(rel, masks, layout=layout, **kw)
+        if name == "random_logit":
+            return randomisation.random_logit(s.explain, x, rel, t, classes=classes, layout=layout,
+                                              **{"seed": seed + 42, **kw})
+        cascade = s.cascade(x, t, kw.pop("seed", seed + 42))
+        if name == "mprt":
+            return randomisation.mprt(cascade, x, rel, t, layout=layout, **kw)
+        return randomisation.emprt(rel, cascade[-1][1], **kw)
+    except TypeError as exc:  # an option the metric does not take
+        raise OnnxplainError(f"metric '{name}': {exc}") from None
+
+
+def load_masks(masks, images, size) -> np.ndarray:
+    """Masks (N, H, W) bool: an array as given, a .npy file, or a folder holding one image (or .npy) per
+    input image with the same stem; images are resized to (H, W) nearest-neighbour, nonzero = inside."""
+    if masks is None or isinstance(masks, np.ndarray):
+        return masks
+    path = os.fspath(masks)
+    if os.path.isfile(path) and path.lower().endswith(".npy"):
+        return np.load(path, allow_pickle=False).astype(bool)
+    if not os.path.isdir(path):
+        raise OnnxplainError(f"masks must be a folder of mask images or a .npy file: {path} is neither")
+    from PIL import Image
+
+    by_stem = {os.path.splitext(f)[0]: os.path.join(path, f) for f in sorted(os.listdir(path))}
+    out = []
+    for img in images:
+        stem = os.path.splitext(os.path.basename(img))[0]
+        f = by_stem.get(stem) or by_stem.get(stem + "_mask") or by_stem.get(stem + ".mask")
+        if f is None:
+            raise OnnxplainError(f"no mask for {img} in {path} (expected {stem}.png or {stem}.npy)")
+        if f.lower().endswith(".npy"):
+            m = np.load(f, allow_pickle=False)
+        else:
+            with Image.open(f) as im:
+                m = np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST))
+        out.append(np.asarray(m) > 0)
+    return np.stack(out)
