@@ -2,6 +2,7 @@
 equal one process; a dying worker is replaced and its shard retried; an unreadable image is skipped and
 reported. Marker ``ray``: runs with ``pytest -m ray`` (``.ci/run``), skipped without Ray."""
 import os
+import re
 import warnings
 
 import numpy as np
@@ -94,27 +95,47 @@ def test_cli_fit_patterns_ray_writes_the_single_process_file(cluster, data, tmp_
 
 
 def test_cli_explain_ray_writes_the_files_of_one_process(cluster, tmp_path):
+    import json
+
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     for i, img in enumerate(digits(11)):
         img.save(folder / ("sub" if i % 2 else "") / f"d{i:02d}.png")
     digits(1, 50)[0].save(folder / "sub" / "d00.png")  # a stem twice: numbered as by one process
-    files = sorted(str(p) for p in folder.rglob("*.png"))
-    args = [MODEL, "-m", "lrp.epsilon_plus", "--batch-size", "4"]
-    res = CliRunner().invoke(main, ["explain", *args, *files, "-o", str(tmp_path / "one")])
-    assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(main, ["explain", *args, str(folder), "-o", str(tmp_path / "many"), "--ray"])
-    assert res.exit_code == 0, res.output
-    one, many = sorted(os.listdir(tmp_path / "one")), sorted(os.listdir(tmp_path / "many"))
-    assert one == many and len(one) == 3 * 12 and "d00-1.lrp.epsilon_plus.npy" in one
-    for name in one:
+    (folder / "sub" / "d99.png").write_bytes(b"not an image")  # a failure, reported in its place
+    args = [MODEL, str(folder), "-m", "lrp.epsilon_plus", "-m", "gradient", "--batch-size", "4"]
+    one = CliRunner().invoke(main, ["explain", *args, "-o", str(tmp_path / "one")])
+    assert one.exit_code == 3, one.output
+    many = CliRunner().invoke(main, ["explain", *args, "-o", str(tmp_path / "many"), "--ray", "--workers", "2"])
+    assert many.exit_code == 3, many.output
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert names == sorted(os.listdir(tmp_path / "many")) and "d00-1.lrp.epsilon_plus.npy" in names
+    assert len([n for n in names if n.endswith(".npy")]) == 2 * 12
+    for name in names:  # byte for byte: relevance, figures, heatmaps, the index rows in the same order
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
-    again = CliRunner().invoke(main, ["explain", *args, *files, "-o", str(tmp_path / "again")]).output
+    rows = [json.loads(line) for line in (tmp_path / "many" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 12 and {r["method"] for r in rows} == {"lrp.epsilon_plus", "gradient"}
 
-    def classes(text):
-        return sorted(line for line in text.splitlines() if ": class " in line)
+    def lines(text):  # the per-input lines (stderr's progress bar is mixed into the output)
+        return re.findall(r"(/\S*imgs/\S+: (?:class|failed)[^\r\n]*)", text)
 
-    assert len(classes(res.output)) == 12 and classes(res.output) == classes(again)
+    assert len(lines(many.output)) == 13 and lines(many.output) == lines(one.output)
+
+
+def test_fit_on_ray_feeds_the_other_inputs_per_row(cluster, tmp_path):
+    from multi_input_nets import image_meta_net
+
+    rng = np.random.default_rng(0)
+    x = rng.random((26, 3, 8, 8), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    meta = rng.standard_normal((26, 4)).astype(np.float32)
+    model = image_meta_net()
+    local = P.fit_statistics(model, str(tmp_path / "x.npy"), batch_size=4, inputs={"meta": meta})
+    ray_ = P.fit_statistics(model, str(tmp_path / "x.npy"), batch_size=4, inputs={"meta": meta}, engine="ray",
+                            workers=2, shard_size=8)
+    assert ray_.samples == local.samples == 26 and worst_rel(local, ray_) <= 1e-12
+    other = P.fit_statistics(model, str(tmp_path / "x.npy"), batch_size=4, inputs={"meta": meta[::-1].copy()})
+    assert worst_rel(local, other) > 1e-6  # the rows matter: a shard fed the wrong rows would show
 
 
 def test_a_user_error_in_a_worker_is_one_line_here(cluster, tmp_path):
