@@ -71,11 +71,11 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
     ``inputs_fed``: the values of the model's other inputs ({name: array or .npy path}; one row for all
     samples, or one per sample in the order of the samples found, before ``limit``).
 
-    ``engine="ray"`` (``onnxplain[ray]``; ``address``, ``workers`` as in :class:`onnxplain.distributed.Cluster`):
-    the inputs go in shards to Ray workers that each rebuild the Explainers (``explainers`` must come from
-    :func:`onnxplain.explainers_for`) and write the per-input files; this process alone writes results.jsonl,
-    results.csv and index.html, in the order of the inputs: the same files as one process
-    (:mod:`onnxplain.files_parallel`)."""
+    ``engine="ray"`` (``onnxplain[ray]``; ``address``, ``workers`` as in
+    :class:`onnxplain.distributed.Cluster`): the inputs go in shards to Ray workers that each rebuild the
+    Explainers (``explainers`` must come from :func:`onnxplain.explainer.explainers_for`) and write the
+    per-input files; this process alone writes results.jsonl, results.csv and index.html, in the order of
+    the inputs: the same files as one process (:mod:`onnxplain.files_parallel`)."""
     first = explainers[0]
     canonical = first.canonical
     spec = inputs.Spec.of(canonical.input_shape, canonical.layout, layout, size)

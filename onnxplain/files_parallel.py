@@ -5,7 +5,7 @@ index.
 inputs to explain (:class:`~onnxplain.inputs.Entry`, their stems already made unique over the whole list in
 this process) are cut into shards of whole batches — the batches one process would run, so every
 onnxruntime call sees the same rows and the relevance is bit for bit the same. Each worker (a
-:class:`ShardExplainer`) rebuilds the Explainers once (:func:`onnxplain.explainers_for`, one per method,
+:class:`ShardExplainer`) rebuilds the Explainers once (:func:`onnxplain.explainer.explainers_for`, one per method,
 from the recipe the driver's Explainers keep) and, shard after shard, runs
 :func:`onnxplain.stream.explain_stream` and :func:`onnxplain.files.write_result` (figures, ``.npy``,
 ``.heatmap.png``) into the output folder. The results come back with their index rows, and the driver
@@ -62,8 +62,8 @@ def results_on_ray(explainers, entries, spec, pre, feeds, rows, run: dict, write
     writes one result's files (:func:`onnxplain.files.write_result`)."""
     recipe = getattr(explainers[0], "recipe", None)
     if recipe is None:
-        raise OnnxplainError("explaining on Ray needs Explainers made by onnxplain.explainers_for (the workers "
-                             "rebuild them from how they were made)")
+        raise OnnxplainError("explaining on Ray needs Explainers made by onnxplain.explainer.explainers_for "
+                             "(the workers rebuild them from how they were made)")
     if not entries:
         return
     from .canonical import load_model

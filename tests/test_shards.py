@@ -134,3 +134,18 @@ def test_an_unreachable_cluster_address_fails_in_seconds():
     server.close()
     with pytest.raises(OnnxplainError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
         _reachable(f"127.0.0.1:{port}", timeout=2)
+
+
+def test_explain_on_ray_needs_explainers_from_explainers_for(tmp_path):
+    import onnxplain
+    import onnxplain.explainer
+    from onnxplain.files import explain_dataset
+
+    digits(1)[0].save(tmp_path / "d.png")
+    ex = onnxplain.Explainer(MODEL, "gradient")  # not from explainers_for: no recipe for the workers
+    with pytest.raises(OnnxplainError, match="explainers_for"):
+        explain_dataset([ex], [str(tmp_path / "d.png")], tmp_path / "out", engine="ray")
+    with pytest.raises(OnnxplainError, match="engine must be 'local' or 'ray'"):
+        explain_dataset([ex], [str(tmp_path / "d.png")], tmp_path / "out", engine="dask")
+    assert not (tmp_path / "out").exists()
+    assert onnxplain.explainer.explainers_for(MODEL, ["gradient"])[0].recipe[1] == ["gradient"]
