@@ -329,7 +329,21 @@ def mobilenetv2(size: int = 224, classes: int = 1000, width: float = 1.0, seed: 
     return net.model(size, classes, f"MobileNetV2 shape, random weights (seed {seed}), width {width}")
 
 
-MODELS = {"resnet18": resnet18, "resnet50": resnet50, "vgg16": vgg16, "vgg11": vgg11, "mobilenetv2": mobilenetv2}
+def vit_tiny(size: int = 224, classes: int = 1000, width: float = 1.0, seed: int = 0) -> onnx.ModelProto:
+    """ViT-Tiny / DeiT-Tiny shape: 16×16 patches, width 192, 3 heads, 12 pre-LN blocks, MLP 768, fused
+    LayerNormalization, GELU as torch.onnx writes it (x·½(1 + erf(x/√2))); input ``pixel_values``. Built by
+    tests/transformer_nets.py (the transformers of the test suite)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from transformer_nets import vit
+
+    h = max(3, int(round(192 * width / 3)) * 3)
+    model, _ = vit(seed, image=size, patch=16, channels=3, h=h, heads=3, ff=4 * h, layers=12, classes=classes)
+    return model
+
+
+MODELS = {"resnet18": resnet18, "resnet50": resnet50, "vgg16": vgg16, "vgg11": vgg11, "mobilenetv2": mobilenetv2,
+          "vit_tiny": vit_tiny}
 
 
 def build(name: str, **kw) -> onnx.ModelProto:

@@ -10,6 +10,8 @@ need them, so that ``--help``, ``methods`` and argument errors answer at once.
 """
 from __future__ import annotations
 
+import sys
+
 import click
 
 from . import __version__
@@ -30,6 +32,7 @@ from .cli_options import (
     ray_values,
     rule_options,
     run_options,
+    text_options,
 )
 from .errors import OnnxplainError
 from .methods import describe
@@ -66,7 +69,7 @@ def main():
 # ---- explain ------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, metavar="INPUTS...")
+@click.argument("images", nargs=-1, required=False, metavar="INPUTS...")
 @methods_options()
 @click.option("--target", type=Target(several=True), default="top1", show_default=True, metavar="N[,N...]|top1",
               help="Class(es) to explain: an index, a comma-separated list, or top1 for each input's predicted class.")
@@ -85,10 +88,11 @@ def main():
 @click.option("--cmap", type=click.Choice(CMAPS), default="bwr", show_default=True,
               help="Heatmap colours: negative blue, zero white, positive red.")
 @figure_options
+@text_options
 @ray_options
 def explain(model, images, methods, options, target, outdir, top_k, limit, resume, rules, first_layer, patterns,
             layer, size, mean, std, scale, layout, input_name, output_name, feeds, dtype, device, batch_size, fallback, cmap,
-            labels, overlay, scaling, ray_address, workers):
+            labels, overlay, scaling, texts, text_file, tokenizer, ray_address, workers):
     """Explain MODEL's decisions on INPUTS: image files, folders, glob patterns, @list.txt files, .npy
     arrays (N, ...) in the model's input layout, .csv rows (a header row names the features).
 
@@ -96,8 +100,11 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
     input and class, <stem>.<class>.png (the input, then one labelled heatmap or bar chart per method),
     per method <stem>.<method>.npy (raw relevance) and .heatmap.png, and results.jsonl, results.csv and
     index.html (a gallery) for the whole run. Exit status 3 when some inputs failed (the others are done).
+    A text classifier: --text/--text-file with --tokenizer prints each token with its relevance and writes
+    texts.<method>.html and texts.<method>.json (the first method given).
     With --ray the inputs are explained, and their files written, by the workers of a Ray cluster.
     """
+    _inputs_or_texts(images, texts or text_file, tokenizer, ray_address)
     from .explainer import explainers_for
     from .files import explain_dataset, notices, result_line, summary_lines
     from .images import Preprocessing
@@ -107,6 +114,8 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
     exs = explainers_for(model, methods, input=input_name, output=output_name, device=device, batch_size=batch_size,
                          fallback=fallback, preprocessing=pre, dtype=dtype, layer=layer,
                          **method_option_values(options, rules, first_layer, patterns))
+    if tokenizer:
+        return _explain_texts(exs[0], texts, text_file, tokenizer, target, outdir, [model, text_file, tokenizer])
     names = read_labels(labels) if labels else model_labels(model)
     for line in notices(exs, names):
         click.echo(f"note: {line}", err=True)
@@ -119,6 +128,24 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
         click.echo(line, err=True)
     if report.failures:
         raise click.exceptions.Exit(3)
+
+
+def _inputs_or_texts(images, text, tokenizer, ray_address):
+    """INPUTS, or texts with a tokenizer (explained in this process: not with --ray)."""
+    if bool(images) == bool(text) or bool(text) != bool(tokenizer) or (text and ray_address):
+        raise click.UsageError("give INPUTS, or --text/--text-file with --tokenizer (and without --ray)")
+
+
+def _explain_texts(ex, texts, text_file, tokenizer, target, outdir, protected):
+    """The text branch of ``explain``: one line per text (class, then each token with its relevance)."""
+    from .text_files import explain_text_files, read_texts, terminal_line
+
+    report = explain_text_files(ex, read_texts(texts, text_file), tokenizer, outdir, target=target,
+                                protected=protected)
+    color = sys.stdout.isatty()
+    for r in report.results:
+        click.echo(f"class {r.target} (logit {float(r.logits[r.target]):.4g}): {terminal_line(r, color)}")
+    click.echo(f"(wrote {', '.join(report.files)})", err=True)
 
 
 # ---- export -------------------------------------------------------------------------------------

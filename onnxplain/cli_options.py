@@ -61,6 +61,8 @@ class Target(click.ParamType):
 
 
 def parse_options(ctx, param, values) -> dict:
+    if not values:  # nothing to parse: import nothing (argument errors answer without numpy)
+        return {}
     from .options import parse_value
 
     options = {}
@@ -226,6 +228,16 @@ def run_options(batch_size: int = 32):
         click.option("--batch-size", type=click.IntRange(min=1), default=batch_size, show_default=True,
                      help="Inputs per onnxruntime run."),
     )
+
+
+text_options = compose(
+    click.option("--text", "texts", multiple=True, metavar="TEXT",
+                 help="Explain a text classifier on TEXT (repeatable; needs --tokenizer, no IMAGE then)."),
+    click.option("--text-file", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Explain each non-empty line of FILE (a text classifier; needs --tokenizer)."),
+    click.option("--tokenizer", type=click.Path(dir_okay=False), metavar="tokenizer.json",
+                 help="The model's Hugging Face tokenizer.json (needs the tokenizers library: onnxplain[text])."),
+)
 
 
 ray_options = compose(

@@ -25,6 +25,7 @@ from .fileio import refuse_inputs
 from .methods import Explanation, GraphMethod, accepted_options, get_method
 from .runner import ModelRunner
 from .stream import explain_stream
+from .text import explain_texts
 
 FALLBACK_METHOD = "occlusion"
 FALLBACK_IMAGE_OPTIONS = {"strides": 4}  # images: 8×8 windows (occlusion's default) at half-window strides
@@ -79,6 +80,7 @@ class Explainer:
             self.method = get_method(FALLBACK_METHOD, **(FALLBACK_IMAGE_OPTIONS if image else {}))
             self.method.bind(self.canonical)
         self.runner = _runner or ModelRunner(self.canonical, device, batch_size)
+        runtime.release_heap()  # the copies of the weights loading and canonicalising freed
 
     def with_method(self, method: str, *, fallback: bool = False, **options) -> "Explainer":
         """An Explainer of another method on the same canonical model, sharing this one's runner (its
@@ -209,6 +211,12 @@ class Explainer:
         rel, logits, tgt, *more = sess.run_batched(batched, const, batch_size=self.runner.batch_cap(), outputs=names)
         return Explanation(relevance=rel, logits=logits, target=tgt, method=self.method.name,
                            extras={"provider": sess.provider, **dict(zip(names[3:], more))})
+
+    def explain_text(self, texts, tokenizer, target=None) -> list:
+        """Token relevance for a text classifier (token-id inputs): one :class:`onnxplain.text.TextExplanation`
+        (tokens, relevance per token, target, logits) per text; ``tokenizer`` a tokenizer.json path or a
+        tokenizer object (see :mod:`onnxplain.text`)."""
+        return explain_texts(self, texts, tokenizer, target)
 
     def _check_classes(self, target, top_k, n):
         """(target [N, K] int64 or None for the in-graph top K, K) of a several-classes call."""

@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from .canonical import CanonicalModel, export_graph
 from .engine import backward
 from .errors import OnnxplainError
-from .graph import Builder
+from .graph import Builder, schedule_early
 
 OUTPUTS = ("relevance", "logits", "target_out")
 RESERVED = OUTPUTS + ("target", "condition", "channel_relevance", "channel_weights", "cam_lowres")  # + methods' own
@@ -105,6 +105,7 @@ def build_explainer(canonical: CanonicalModel, method, classes: int | None = Non
     g.inputs = [x_in, *side, target_in] + [var for var, _ in extra_in]
     g.outputs = outs
     g.cleanup().toposort()
+    schedule_early(g, b.early, logits)
     model = export_graph(g, external=external)
     default = np.zeros((0,) if per_class is None else (0, per_class.k), np.int64)
     model.graph.initializer.append(onnx.numpy_helper.from_array(default, "target"))

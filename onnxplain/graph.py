@@ -39,6 +39,7 @@ class Builder:
         self.dtype = np.dtype(dtype)
         self._count = 0
         self._consts: dict = {}
+        self.early: set = set()  # names of nodes to run as soon as their inputs exist (see schedule_early)
 
     # ---- naming and constants -------------------------------------------------------------
     def name(self, hint: str) -> str:
@@ -78,14 +79,21 @@ class Builder:
         return self.const(x)
 
     # ---- node emission ----------------------------------------------------------------------
-    def op(self, op_type: str, *inputs, n_out: int = 1, hint: str | None = None, dtype=None, **attrs):
-        """Emit one node; return its output (or a list of ``n_out`` outputs)."""
+    def op(self, op_type: str, *inputs, n_out: int = 1, hint: str | None = None, dtype=None, early: bool = False,
+           **attrs):
+        """Emit one node; return its output (or a list of ``n_out`` outputs).
+
+        ``early=True``: the node reads only forward tensors and what it emits is smaller than what it reads
+        (a bool mask of a float activation): :func:`schedule_early` lets it run right after the forward
+        tensors it reads, so that those can be freed before the backward pass reaches it."""
         hint = hint or op_type.lower()
         ins = [self._tensor(x) for x in inputs]
         outs = [gs.Variable(self.name(hint), dtype=dtype) for _ in range(n_out)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
         node = gs.Node(op=op_type, name=self.name(op_type), attrs=attrs, inputs=ins, outputs=outs)
         self.graph.nodes.append(node)
+        if early:
+            self.early.add(node.name)
         return outs[0] if n_out == 1 else outs
 
     # ---- arithmetic -------------------------------------------------------------------------
@@ -205,3 +213,42 @@ class Builder:
         mask = self.op("And", self.op("Equal", self.shape(x), one), self.op("Not", self.op("Equal", self.shape(g), one)))
         axes = self.reshape(self.op("NonZero", mask), [-1])
         return self.op("ReduceSum", g, axes, keepdims=1, noop_with_empty_axes=1)
+
+
+def schedule_early(graph: gs.Graph, names: set, late: gs.Tensor) -> None:
+    """Order ``graph.nodes`` (topologically sorted) so that onnxruntime runs the nodes called ``names`` as soon
+    as their inputs exist: each is moved to just before its first consumer (the last marked of a chain
+    first). Nodes that depend on ``late`` (the logits: everything after the seed) are never moved.
+
+    Why later in the file means earlier in the run: onnxruntime's default execution order
+    (``GraphViewer``, ``ExecutionOrder.DEFAULT``) is the post-order of a reverse depth-first walk from
+    the graph's leaf nodes that enters a node's inputs highest node index (= position in the model) first.
+    A backward node ``Where(mask_k, g_k, 0)`` whose mask producer comes after ``g_k``'s producer in the
+    file has its mask's subtree emitted first: the forward up to layer k, then the mask, and only then
+    what ``g_k`` needs (the rest of the forward and the backward down to layer k). So the float
+    activation a mask is made of dies in the forward pass and a 1-byte mask is kept in its place (a
+    topological sort by depth, onnx-graphsurgeon's, puts the mask right after its producer, so that it
+    runs right before its consumer in the backward pass and keeps the float alive until then).
+    ``ExecutionOrder.PRIORITY_BASED`` (Kahn's sort, lowest index first) does not do this: the nodes
+    onnxruntime's own optimisers create (fused, NCHWc) get indices after every original node."""
+    if not names:
+        return
+    late_names, dependent = {late.name}, set()
+    for node in graph.nodes:
+        if any(t.name in late_names for t in node.inputs):
+            late_names.update(o.name for o in node.outputs)
+            dependent.add(id(node))
+    order = list(graph.nodes)
+    consumers: dict = {}
+    for node in order:
+        for t in node.inputs:
+            consumers.setdefault(t.name, []).append(node)
+    for node in reversed(list(order)):
+        if node.name not in names or id(node) in dependent:
+            continue
+        users = {id(u) for o in node.outputs for u in consumers.get(o.name, [])}
+        if not users:
+            continue
+        del order[next(i for i, n in enumerate(order) if n is node)]  # by identity: gs.Node's == compares content
+        order.insert(next(i for i, n in enumerate(order) if id(n) in users), node)
+    graph.nodes = order

@@ -63,6 +63,7 @@ class ModelRunner:
         if self._forward is None:
             weights: dict = {}
             self._forward = runtime.Session(self.canonical.to_onnx(weights), self.device, initializers=weights)
+            runtime.release_heap()
         return self._forward
 
     def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
@@ -111,6 +112,8 @@ class ModelRunner:
             weights: dict = {}
             data = self._build(entry, classes, weights).SerializeToString()
             entry[2] = runtime.Session(data, self.device, initializers=weights)
+            del data
+            runtime.release_heap()
         return entry[2]
 
     def graph_relevance(self, method: GraphMethod, rows: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ class CanonicalModel:
     # the source's own (input, output) dtypes when the graph computes in another float type (an fp16 model
     # explained in float32, see passes/precision.py); explainer graphs cast at their boundary to these
     io_dtypes: tuple | None = None
+    # text models: the token inputs replaced by the word-embedding output (canonical/tokens.py), else None
+    tokens: object = None
 
     @property
     def input(self) -> gs.Variable:

@@ -15,6 +15,7 @@ from .passes import fold_batchnorm as fold_batchnorm_pass  # the keyword argumen
 from .passes.shapes import dynamic_batch, squeeze_logits, symbolic_dims
 from .passes.precision import cast_graph, target_dtype
 from .passes.quantized import dequantize
+from .tokens import EMBEDDINGS, embedding_input
 
 
 def canonicalize(source, *, input: str | None = None, output: str | None = None,
@@ -25,6 +26,10 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
     notes = []
     sort_nodes(model, notes)
     check_model(model, where)
+    model, tokens = embedding_input(model, where)  # token ids in: the word-embedding output is the input
+    if tokens is not None:
+        notes.append(f"token inputs: explained through the word-embedding output '{EMBEDDINGS}' "
+                     f"[N, T, {tokens.table.shape[1]}]" + "".join(f", {k}={v}" for k, v in tokens.filled.items()))
     if symbolic_dims(model):
         notes.append("dimensions stored as dim_value ≤ 0 (unknown sizes) made symbolic")
     drop_initializer_inputs(model, notes)
@@ -74,4 +79,4 @@ def canonicalize(source, *, input: str | None = None, output: str | None = None,
                           opset=opset, layout=layout, source=where, source_ops=src_ops, notes=notes,
                           source_output=choice.output, output_roles=choice.roles,
                           output_reason=choice.reason, output_notice=choice.notice,
-                          io_dtypes=io_dtypes if compute is not None else None)
+                          io_dtypes=io_dtypes if compute is not None else None, tokens=tokens)

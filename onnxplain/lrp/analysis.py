@@ -95,3 +95,70 @@ def layer_params(node):
     if b is None:
         b = trailing_bias(node)[1]
     return w, b
+
+
+# ---- patterns of transformer blocks (lrp/attention.py) ------------------------------------------------
+AFFINE_UNARY = {"Identity", "Cast", "Dropout", "Neg"}
+NONLINEAR_UNARY = {"Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "Softplus", "Softsign",
+                   "HardSigmoid", "HardSwish", "Clip", "Erf", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Mish",
+                   "ThresholdedRelu", "PRelu", "Sin", "Cos"}
+_REDUCES = {"ReduceMean", "ReduceSum", "ReduceL2", "ReduceSumSquare"}
+
+
+def _live(node):
+    return [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
+
+
+def elementwise_root(t):
+    """(root, affine): the tensor that ``t`` is an element-wise function of — walking up through unary
+    element-wise ops, binary ones with a constant operand and products r·r of one root — and whether every
+    op on the walk was affine (Identity, Cast, Neg, ± and × by a constant). GELU's x·½(1 + erf(x/√2)),
+    SiLU's x·σ(x) and the tanh GELU's ½x·(1 + tanh(√(2/π)(x + 0.044715x³))) have one root on both sides."""
+    affine = True
+    while t.inputs:
+        node = t.inputs[0]
+        live = _live(node)
+        if node.op in AFFINE_UNARY or node.op in NONLINEAR_UNARY:
+            affine &= node.op in AFFINE_UNARY
+            t = node.inputs[0]
+        elif node.op in ("Add", "Sub", "Mul", "Div", "Pow") and len(live) == 1:
+            affine &= node.op != "Pow" and not (node.op == "Div" and live[0] is node.inputs[1])
+            t = live[0]
+        elif node.op in ("Add", "Sub", "Mul", "Div", "Pow") and len(live) == 2 and \
+                elementwise_root(live[0])[0] is elementwise_root(live[1])[0]:
+            affine = False
+            t = elementwise_root(live[0])[0]
+        else:
+            break
+    return t, affine
+
+
+def self_gate(node):
+    """For Mul(a, b) with one element-wise root (a self-gated activation y = x·h(x)): the index of the
+    signal operand (the affine one, else the first), else None."""
+    live = _live(node)
+    if node.op != "Mul" or len(live) != 2 or len(node.inputs) != 2:
+        return None
+    (ra, la), (rb, lb) = elementwise_root(node.inputs[0]), elementwise_root(node.inputs[1])
+    if ra is not rb:
+        return None
+    return 1 if (lb and not la) else 0
+
+
+def is_normaliser(t) -> bool:
+    """A tensor computed from a reduction through a root or reciprocal: LayerNorm's √(var + ε), RMSNorm's
+    1/√(mean(x²) + ε), an L2 norm — the normalising factor that AttnLRP treats as a constant."""
+    nonlin = False
+    while t.inputs:
+        node = t.inputs[0]
+        live = _live(node)
+        if node.op in _REDUCES:
+            return nonlin or node.op == "ReduceL2"
+        if node.op in ("Sqrt", "Reciprocal", "Pow"):
+            nonlin = True
+        elif node.op == "Div" and len(live) == 1 and live[0] is node.inputs[1]:
+            nonlin = True
+        elif node.op not in ("Add", "Mul", "Div", "Sub", "Cast", "Identity") or len(live) != 1:
+            return False
+        t = live[0]
+    return False

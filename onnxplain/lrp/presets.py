@@ -3,6 +3,7 @@ and ``lrp`` (your own rules)."""
 from __future__ import annotations
 
 from ..methods import register
+from .attention import attn_factory
 from .composites import lrp_factory
 
 
@@ -45,3 +46,7 @@ _register("deep_taylor.bounded", "deep Taylor with z^B at the input layer (low, 
           deep_taylor=True, first_layer=("z_box", {"low": 0.0, "high": 1.0}))
 _register("lrp", "LRP with your own rules: rules={'Conv': ('gamma', {'gamma': 0.25}), 'Gemm': 'epsilon', "
                  "'<node-name pattern>': ...}, first_layer=...; default ε elsewhere", default=("epsilon", {}))
+register("lrp.attn", "AttnLRP (Achtibat et al. 2024, as lxt): softmax, uniform bilinear and identity rules, "
+                     "LayerNorm 1/σ constant; epsilon, gamma, rules")(attn_factory("lrp.attn", "attn"))
+register("lrp.cp", "CP-LRP (Ali et al. 2022): attention probabilities and gates constant; epsilon, gamma, "
+                   "rules")(attn_factory("lrp.cp", "cp"))

@@ -23,12 +23,14 @@ NORM_OPS = {"AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Sum"
             "ReduceL2"}  # z-rule of √Σx²: R_i = R · x_i² / Σx²
 
 
-def z_rule_free(ctx, node, gouts):
+def z_rule_free(ctx, node, gouts, y=None):
     """Parameter-free z-rule (Zennit's Norm): R_in = x ⊙ ∂y/∂xᵀ (R / st_ε(y)) for sums and averages.
 
-    For Add of two branches: R_a = a·R/st(a+b), R_b = b·R/st(a+b)."""
-    b, y = ctx.b, node.outputs[0]
-    s = b.safe_div(gouts[0], y, float(ctx.opt("epsilon", DEFAULT_EPS)), like=y)
+    For Add of two branches: R_a = a·R/st(a+b), R_b = b·R/st(a+b). ``y``: the node's output as the caller
+    recomputed it (default: the output itself)."""
+    b, out = ctx.b, node.outputs[0]
+    y = out if y is None else y
+    s = b.safe_div(gouts[0], y, float(ctx.opt("epsilon", DEFAULT_EPS)), like=out)
     grads = GRADIENT[node.op](ctx, node, [s] + [None] * (len(node.outputs) - 1))
     return [b.mul(g, t) if g is not None else None for g, t in zip(grads, node.inputs)]
 
@@ -62,7 +64,13 @@ def gate_rule(ctx, node, gouts):
 def add_rule(ctx, node, gouts):
     """Add/Sub: two active branches (residual) share relevance in proportion to their contributions
     (stabilised z-rule); a constant operand after a linear op is a bias and absorbs its share; a
-    constant shift elsewhere (input normalisation) passes the relevance through."""
+    constant shift elsewhere (input normalisation) passes the relevance through.
+
+    The residual Add's sum a + b is recomputed in the backward pass from a and b, which the rule reads
+    anyway: its float output is then not kept from the forward pass to the backward (a ResNet-50 at batch
+    32: 674 MiB less). The recomputation is b + a: IEEE addition is commutative, so it is bitwise the
+    forward's sum, and onnxruntime's common-subexpression elimination, which compares operands in order,
+    does not merge it back into the forward's Add."""
     consts = [not ctx.needs_grad(t) for t in node.inputs]
     if any(consts):
         active = node.inputs[consts.index(False)]
@@ -71,6 +79,8 @@ def add_rule(ctx, node, gouts):
                 return pass_rule(ctx, node, gouts)  # the MatMul's own rule accounts for this bias
             return z_rule_free(ctx, node, gouts)
         return pass_rule(ctx, node, gouts)
+    if node.op == "Add" and len(node.inputs) == 2:
+        return z_rule_free(ctx, node, gouts, y=ctx.b.op("Add", node.inputs[1], node.inputs[0], hint="resum"))
     return z_rule_free(ctx, node, gouts)
 
 

@@ -46,7 +46,7 @@ def guided_relu(ctx, node, gouts):
     """Guided Backprop: g_in = max(g, 0) · 1[x > 0] (Springenberg et al. 2015)."""
     b, y = ctx.b, node.outputs[0]
     zero = b.scalar(0.0, like=y)
-    return [b.where(b.op("Greater", y, zero), b.op("Relu", gouts[0]), zero)]
+    return [b.where(b.op("Greater", y, zero, early=True), b.op("Relu", gouts[0]), zero)]
 
 
 def _check_postprocess(p):

@@ -45,6 +45,10 @@ BUILTIN: dict = {
     "deep_taylor.bounded": (_LRP, "deep Taylor with z^B at the input layer (low, high)"),
     "lrp": (_LRP, "LRP with your own rules: rules={'Conv': ('gamma', {'gamma': 0.25}), 'Gemm': 'epsilon', "
                   "'<node-name pattern>': ...}, first_layer=...; default ε elsewhere"),
+    "lrp.attn": (_LRP, "AttnLRP (Achtibat et al. 2024, as lxt): softmax, uniform bilinear and identity rules, "
+                       "LayerNorm 1/σ constant; epsilon, gamma, rules"),
+    "lrp.cp": (_LRP, "CP-LRP (Ali et al. 2022): attention probabilities and gates constant; epsilon, gamma, "
+                     "rules"),
     "pattern.net": (_PATTERNS, "PatternNet: the signal a·y, backward pass with the learned patterns A "
                                "(needs patterns=FILE from fit-patterns)"),
     "pattern.attribution": (_PATTERNS, "PatternAttribution: relevance from a backward pass with W ⊙ A₊ "

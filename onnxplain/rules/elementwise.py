@@ -212,10 +212,12 @@ def dropout(ctx, node, gouts):
 def relu(ctx, node, gouts):
     """y = max(x, 0)  ⇒  ∂x = g · 1[x > 0] = g · 1[y > 0].
 
-    The mask reads the output y, not x, so that onnxruntime can still fuse the producer with the Relu."""
+    The mask reads the output y, not x, so that onnxruntime can still fuse the producer with the Relu; it
+    is computed in the forward pass (``early``), so that a 1-byte mask, not the float y, waits for the
+    backward pass."""
     b, y = ctx.b, node.outputs[0]
     zero = b.scalar(0.0, like=y)
-    return [b.where(b.op("Greater", y, zero), gouts[0], zero)]
+    return [b.where(b.op("Greater", y, zero, early=True), gouts[0], zero)]
 
 
 @gradient_rule("LeakyRelu")
