@@ -28,6 +28,8 @@ from .cli_options import (
     method_option_values,
     method_options,
     methods_options,
+    ray_options,
+    ray_values,
     rule_options,
     run_options,
     text_options,
@@ -87,9 +89,10 @@ def main():
               help="Heatmap colours: negative blue, zero white, positive red.")
 @figure_options
 @text_options
+@ray_options
 def explain(model, images, methods, options, target, outdir, top_k, limit, resume, rules, first_layer, patterns,
             layer, size, mean, std, scale, layout, input_name, output_name, feeds, dtype, device, batch_size, fallback, cmap,
-            labels, overlay, scaling, texts, text_file, tokenizer):
+            labels, overlay, scaling, texts, text_file, tokenizer, ray_address, workers):
     """Explain MODEL's decisions on INPUTS: image files, folders, glob patterns, @list.txt files, .npy
     arrays (N, ...) in the model's input layout, .csv rows (a header row names the features).
 
@@ -99,9 +102,9 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
     index.html (a gallery) for the whole run. Exit status 3 when some inputs failed (the others are done).
     A text classifier: --text/--text-file with --tokenizer prints each token with its relevance and writes
     texts.<method>.html and texts.<method>.json (the first method given).
+    With --ray the inputs are explained, and their files written, by the workers of a Ray cluster.
     """
-    if bool(images) == bool(texts or text_file) or bool(texts or text_file) != bool(tokenizer):
-        raise click.UsageError("give INPUTS, or --text/--text-file with --tokenizer")
+    _inputs_or_texts(images, texts or text_file, tokenizer, ray_address)
     from .explainer import explainers_for
     from .files import explain_dataset, notices, result_line, summary_lines
     from .images import Preprocessing
@@ -119,11 +122,18 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
     report = explain_dataset(exs, images, outdir, preprocessing=pre, size=size, layout=layout, target=target,
                              top_k=top_k, labels=names, cmap=cmap, overlay=overlay, scaling=scaling, limit=limit,
                              resume=resume, protected=[model, patterns, labels], inputs_fed=feeds,
-                             on_result=lambda r: click.echo(result_line(r, names), err=not r.ok))
+                             on_result=lambda r: click.echo(result_line(r, names), err=not r.ok),
+                             **ray_values(ray_address, workers))
     for line in summary_lines(report, exs):
         click.echo(line, err=True)
     if report.failures:
         raise click.exceptions.Exit(3)
+
+
+def _inputs_or_texts(images, text, tokenizer, ray_address):
+    """INPUTS, or texts with a tokenizer (explained in this process: not with --ray)."""
+    if bool(images) == bool(text) or bool(text) != bool(tokenizer) or (text and ray_address):
+        raise click.UsageError("give INPUTS, or --text/--text-file with --tokenizer (and without --ray)")
 
 
 def _explain_texts(ex, texts, text_file, tokenizer, target, outdir, protected):

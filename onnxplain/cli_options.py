@@ -238,3 +238,20 @@ text_options = compose(
     click.option("--tokenizer", type=click.Path(dir_okay=False), metavar="tokenizer.json",
                  help="The model's Hugging Face tokenizer.json (needs the tokenizers library: onnxplain[text])."),
 )
+
+
+ray_options = compose(
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Run on a Ray cluster (pip install 'onnxplain[ray]'): at ADDRESS (HOST:PORT), or without "
+                      "one on the local instance (joined if running, else started). Put it after the arguments "
+                      "or write --ray=ADDRESS."),
+    click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="With --ray: worker actors (default: one per CPU of the cluster, or per GPU)."),
+)
+
+
+def ray_values(ray_address, workers) -> dict:
+    """--ray/--workers as the keywords of the API (``engine``, ``address``, ``workers``); {} without --ray."""
+    if ray_address is None:
+        return {}
+    return {"engine": "ray", "address": None if ray_address == "local" else ray_address, "workers": workers}

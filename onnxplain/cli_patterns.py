@@ -12,7 +12,7 @@ import time
 
 import click
 
-from .cli_options import compose, device_option, feed_option, graph_options, image_options
+from .cli_options import compose, device_option, feed_option, graph_options, image_options, ray_options, ray_values
 from .progress import Progress
 
 ESTIMATORS = ("two_component", "linear", "all")  # = patterns.ESTIMATORS
@@ -25,15 +25,19 @@ def _data_options(f):
                      help="Inputs per onnxruntime run."),
         click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Use at most N inputs."),
+        click.option("--column", default="image", show_default=True, metavar="NAME",
+                     help="Column of .parquet files that holds the images (encoded bytes) or arrays."),
         image_options, device_option, graph_options, feed_option,
     )(f)
 
 
 def _api(options: dict) -> dict:
-    """The data, device and graph options as the keywords of fit_patterns / signal_quality."""
+    """The data, device, graph (and Ray) options as the keywords of fit_patterns / signal_quality."""
     options = dict(options)
     options["input"], options["output"] = options.pop("input_name"), options.pop("output_name")
     options["inputs"] = options.pop("feeds") or None
+    if "ray_address" in options:
+        options.update(ray_values(options.pop("ray_address"), options.pop("workers")))
     return options
 
 
@@ -50,11 +54,13 @@ def _api(options: dict) -> dict:
 @click.option("--save-statistics", is_flag=True,
               help="Also write the summed statistics (PATTERNS.stats.npz), to merge runs later.")
 @_data_options
+@ray_options
 def fit_patterns_command(model, data, out, save_statistics, **options):
     """Learn PatternNet/PatternAttribution patterns of MODEL from DATA.
 
-    DATA are image files, folders (searched recursively for images and .npy files) or .npy arrays of
-    preprocessed inputs (N, ...). Use the patterns with `onnxplain explain -m pattern.attribution
+    DATA are image files, folders (searched recursively for images, .npy and .parquet files), .npy arrays of
+    preprocessed inputs (N, ...) or Parquet files with an image column. With --ray the shards are fitted
+    on a Ray cluster (unreadable images skipped and listed). Use the patterns with `onnxplain explain -m pattern.attribution
     --patterns PATTERNS.npz` (or `export`).
     """
     from .patterns import count_samples, fit_patterns_file, fit_summary

@@ -341,6 +341,8 @@ def explainers_for(model, methods, *, fallback: bool = False, **kwargs) -> list:
         ex = Explainer(model, name, fallback=fallback, **common, **opts) if not out else \
             next(iter(out.values())).with_method(name, fallback=fallback, **opts)
         out.setdefault(ex.method.name, ex)
+    for ex in out.values():  # how they were made: Ray workers rebuild them (files_parallel)
+        ex.recipe = (model, names, dict(kwargs, fallback=fallback))
     return list(out.values())
 
 

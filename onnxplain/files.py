@@ -63,12 +63,19 @@ class DatasetReport:
 
 def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None, layout="auto", target=None,
                     top_k=None, labels=None, cmap="bwr", overlay="side", scaling="symmetric", limit=None,
-                    resume=False, protected=(), on_result=None, inputs_fed=None) -> DatasetReport:
+                    resume=False, protected=(), on_result=None, inputs_fed=None, engine="local", address=None,
+                    workers=None) -> DatasetReport:
     """Explain ``items`` (files, folders, globs, ``@list.txt``) with every Explainer of ``explainers`` (one
     canonical model; see :meth:`onnxplain.Explainer.with_method`) into ``outdir``, as the module docstring
     says. ``on_result(result)`` is called for every input as soon as it is done (failures included).
     ``inputs_fed``: the values of the model's other inputs ({name: array or .npy path}; one row for all
-    samples, or one per sample in the order of the samples found, before ``limit``)."""
+    samples, or one per sample in the order of the samples found, before ``limit``).
+
+    ``engine="ray"`` (``onnxplain[ray]``; ``address``, ``workers`` as in
+    :class:`onnxplain.distributed.Cluster`): the inputs go in shards to Ray workers that each rebuild the
+    Explainers (``explainers`` must come from :func:`onnxplain.explainer.explainers_for`) and write the
+    per-input files; this process alone writes results.jsonl, results.csv and index.html, in the order of
+    the inputs: the same files as one process (:mod:`onnxplain.files_parallel`)."""
     first = explainers[0]
     canonical = first.canonical
     spec = inputs.Spec.of(canonical.input_shape, canonical.layout, layout, size)
@@ -94,21 +101,29 @@ def explain_dataset(explainers, items, outdir, *, preprocessing=None, size=None,
         from .images import Preprocessing
         pre = Preprocessing()
     several = (top_k or 1) > 1 or np.ndim(target) >= 1
-    stream = explain_stream(explainers, todo, spec, pre, target=target, top_k=top_k, batch_size=first.runner.batch_cap(),
-                            feeds=(feeds, {id(e): i for i, e in enumerate(found)}))
+    rows_of = {id(e): i for i, e in enumerate(found)}
+    style = dict(cmap=cmap, overlay=overlay, scaling=scaling)
+    write = dict(outdir=outdir, guard=guard, labels=labels, several=several, request=request, style=style)
+    run = dict(target=target, top_k=top_k, batch_size=first.runner.batch_cap())
+    if engine == "ray":
+        from .files_parallel import results_on_ray
+
+        computed = results_on_ray(explainers, todo, spec, pre, feeds, [rows_of[id(e)] for e in todo], run,
+                                  write_result, write, address=address, workers=workers)
+    elif engine == "local":
+        stream = explain_stream(explainers, todo, spec, pre, feeds=(feeds, rows_of), **run)
+        computed = ((res, write_result(res, **write)) for res in stream)
+    else:
+        raise OnnxplainError(f"engine must be 'local' or 'ray', not '{engine}'")
     pending = []  # failures before the first success: a run where nothing works is one error, nothing written
     jsonl = None
     try:
         with Progress(len(todo), "explaining", len(todo) >= PROGRESS_MIN_INPUTS, unit="inputs") as bar:
-            for res in stream:
-                if res.ok:
-                    if jsonl is None:
-                        jsonl = _start_index(index[0], report.rows)
-                    try:
-                        rows = _write_outputs(res, outdir, guard, labels, several, request, cmap=cmap,
-                                              overlay=overlay, scaling=scaling)
-                    except OnnxplainError as exc:
-                        res.error = " ".join(str(exc).split())
+            for res, rows in computed:
+                if res.ok and jsonl is None:
+                    jsonl = _start_index(index[0], report.rows)
+                if isinstance(rows, str):  # the outputs could not be written
+                    res.error = rows
                 if res.ok:
                     jsonl.write("".join(json.dumps(r) + "\n" for r in rows))
                     jsonl.flush()
@@ -161,6 +176,18 @@ def _refuse_stem_inputs(guard: InputGuard, outdir, stems):
         parts = name.split(".")
         if any(".".join(parts[:i]) in stems for i in range(1, len(parts))):
             guard.check([os.path.join(outdir, name)])
+
+
+def write_result(res, *, outdir, guard, labels, several, request, style):
+    """Write the per-input files of one result (figures, relevance .npy, heatmaps): its rows of the index,
+    None for a result that failed before, or the one-line error when writing failed. Ray workers call it."""
+    if not res.ok:
+        return None
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        return _write_outputs(res, outdir, guard, labels, several, request, **style)
+    except OnnxplainError as exc:
+        return " ".join(str(exc).split())
 
 
 def _write_outputs(res, outdir, guard, labels, several, request, **style) -> list:

@@ -59,21 +59,27 @@ def _per_channel(name, value, channels):
     return arr
 
 
+def _name(path) -> str:
+    """The name of an image source in messages: its path, or a file object's ``name`` (else "<image bytes>")."""
+    return getattr(path, "name", "<image bytes>") if hasattr(path, "read") else os.fspath(path)
+
+
 def _open(path):
-    """Open ``path`` fully decoded, with EXIF orientation applied.
+    """Open ``path`` (a path, or a binary file object such as ``io.BytesIO`` of encoded image bytes) fully
+    decoded, with EXIF orientation applied.
 
     Images over Pillow's pixel budget (``Image.MAX_IMAGE_PIXELS``; Pillow itself only warns up to twice
     that) are refused from their header, before their pixels are decoded.
     """
-    name = os.fspath(path)
-    if not os.path.exists(name):
+    name = _name(path)
+    if not hasattr(path, "read") and not os.path.exists(name):
         raise ImageError(f"image file not found: {name}")
-    if os.path.isdir(name):
+    if not hasattr(path, "read") and os.path.isdir(name):
         raise ImageError(f"{name} is a directory, not an image file: pass image files")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as img:
+            with Image.open(path if hasattr(path, "read") else name) as img:
                 img.load()
                 out = ImageOps.exif_transpose(img)
                 return out if out is not None else img.copy()
@@ -110,7 +116,7 @@ def _to_float(img, channels, size):
 
 
 def load_images(paths, *, size=None, channels=3, layout="nchw", scale=1 / 255, mean=None, std=None):
-    """Load image files as one float32 batch.
+    """Load image files (or binary file objects of encoded images, e.g. ``io.BytesIO``) as one float32 batch.
 
     ``size=(H, W)`` resizes (bilinear) every image that differs; with ``size=None`` all images keep their
     size, which must then be the same. Preprocessing per pixel: ``x = pixel * scale``, then ``x -= mean``
@@ -147,9 +153,9 @@ def load_images(paths, *, size=None, channels=3, layout="nchw", scale=1 / 255, m
     for p in paths:
         arr = _to_float(_open(p), channels, size)
         if not np.isfinite(arr).all():  # a floating-point image (TIFF mode F) holding NaN or ±Inf
-            raise ImageError(f"{os.fspath(p)} has NaN or infinite pixel values: pass an image with finite pixels")
+            raise ImageError(f"{_name(p)} has NaN or infinite pixel values: pass an image with finite pixels")
         if pixels and arr.shape != pixels[0].shape:
-            raise ImageError(f"{os.fspath(p)} is {arr.shape[0]}x{arr.shape[1]} but {os.fspath(paths[0])} is "
+            raise ImageError(f"{_name(p)} is {arr.shape[0]}x{arr.shape[1]} but {_name(paths[0])} is "
                              f"{pixels[0].shape[0]}x{pixels[0].shape[1]} (HxW): pass --size H W to resize all images")
         pixels.append(arr)
         rgb = arr if arr.shape[2] == 3 else np.repeat(arr, 3, axis=2)
@@ -163,7 +169,7 @@ def load_images(paths, *, size=None, channels=3, layout="nchw", scale=1 / 255, m
             x /= std
     finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if not finite.all():
-        raise ImageError(f"the pixels of {os.fspath(paths[int(np.argmin(finite))])} become infinite with scale "
+        raise ImageError(f"the pixels of {_name(paths[int(np.argmin(finite))])} become infinite with scale "
                          f"{scale:g}, mean {mean} and std {std} (beyond float32): check these values")
     if lay == "nchw":
         x = x.transpose(0, 3, 1, 2)

@@ -51,15 +51,15 @@ class Result:
 
 
 def explain_stream(explainers, entries, spec, preprocessing, *, target=None, top_k=None, batch_size=32,
-                   feeds=None):
+                   feeds=None, succeeded: bool = False):
     """Yield a :class:`Result` per entry, in order (see the module docstring). ``target``: None (each
     input's top class, or its ``top_k`` classes), a class index, or a list of classes for every input.
     ``feeds``: (:class:`~onnxplain.canonical.feeds.Feeds`, {id(entry): its row}) for a model's other
-    inputs."""
+    inputs. Until one sample succeeds (``succeeded``: one did before, elsewhere), a batch whose samples all
+    fail with the same error raises it: the model or the settings are wrong, not the data."""
     explainers = list(explainers)
     if isinstance(target, (list, tuple)) or np.ndim(target) == 1:  # the same classes for every input
         target = np.asarray(target, np.int64).reshape(1, -1)
-    succeeded = False
     for start in range(0, len(entries), batch_size):
         loaded = inputs.load(entries[start:start + batch_size], spec, preprocessing)
         samples = [s for s in loaded if isinstance(s, inputs.Sample)]

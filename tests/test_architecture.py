@@ -56,6 +56,14 @@ def test_only_runtime_imports_onnxruntime():
     assert offenders == []
 
 
+def test_only_distributed_imports_ray():
+    offenders = sorted(name for name, path in MODULES.items()
+                       if any(m == "ray" or m.startswith("ray.") for m in _imports(name, path))
+                       and not name.startswith("onnxplain.distributed"))
+    assert offenders == []
+    assert any(m == "ray" for m in _imports("onnxplain.distributed.cluster", MODULES["onnxplain.distributed.cluster"]))
+
+
 def test_every_op_rule_is_registered_once():
     seen: dict = {}
     dupes = []
@@ -99,7 +107,7 @@ LAYERS = [
     ["__main__"],
     ["cli", "cli_options", "cli_patterns", "cli_evaluate"],
     ["onnxplain"],
-    ["files", "inspection", "gallery", "concepts", "text_files"],
+    ["files", "files_parallel", "inspection", "gallery", "concepts", "text_files"],
     ["evaluation"],
     ["explainer", "stream", "runner", "text"],
     ["explainer_graph"],
@@ -109,7 +117,7 @@ LAYERS = [
     ["canonical"],
     ["rules"],
     ["engine", "images", "heatmap", "inputs", "labels", "figures", "plotting"],
-    ["graph", "runtime", "fileio", "options", "progress", "quadrature"],
+    ["graph", "runtime", "distributed", "fileio", "options", "progress", "quadrature"],
     ["errors"],
 ]
 

@@ -3,82 +3,42 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from .. import runtime
-from ..canonical import CanonicalModel, canonicalize
-from ..canonical.feeds import Feeds
 from ..canonical.loading import source_files
 from ..errors import OnnxplainError
 from ..fileio import refuse_inputs
+from .collector import Collector, as_canonical  # noqa: F401  (also importable from here)
 from .data import data_files, iter_batches
 from .estimators import ESTIMATORS
 from .layers import find_layers
 from .learned import Patterns
 from .statistics import Statistics
-from .statistics_graph import statistics_model
 from .store import HINT, statistics_path
 
-
-def as_canonical(model, input=None, output=None) -> CanonicalModel:
-    """``model`` if it is canonical already, else :func:`~onnxplain.canonical.canonicalize` of it."""
-    return model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
-
-
-class Collector:
-    """Runs the statistics graph batch by batch and accumulates in float64. ``inputs``: the values of the
-    model's other inputs (:mod:`onnxplain.canonical.feeds`), one row for all samples or one row per sample
-    of the data stream (``offset`` counts the samples seen; set it to 0 to start a stream again)."""
-
-    def __init__(self, canonical, layers, moments, regime, device, inputs=None):
-        self.canonical, self.layers, self.moments, self.regime = canonical, layers, moments, regime
-        self.device = device
-        self.feeds = Feeds(canonical.side_inputs, inputs, None, canonical.source or "the model")
-        self.offset = 0
-        self.stats = Statistics(layers, moments, regime, model_fingerprint=canonical.fingerprint())
-        self._sess = None
-        self._spec = None
-
-    @property
-    def provider(self) -> str:
-        return self._sess.device if self._sess is not None else "?"
-
-    def add(self, batch: np.ndarray, into: Statistics | None = None):
-        want = self.canonical.input_shape[1:]
-        for got, dim in zip(batch.shape[1:], want):
-            if isinstance(dim, (int, np.integer)) and dim > 0 and got != dim:
-                raise OnnxplainError(f"data samples have shape {tuple(batch.shape[1:])} but the model expects "
-                                     f"{tuple(d if isinstance(d, (int, np.integer)) and d > 0 else '?' for d in want)}"
-                                     " (resize images with --size H W / size=(H, W))")
-        fixed = self.canonical.input_shape[0] if self.canonical.input_shape else None
-        if isinstance(fixed, (int, np.integer)) and 0 < fixed < len(batch):  # a graph with a fixed batch size
-            if len(batch) % fixed:
-                raise OnnxplainError(f"the model's batch size is fixed to {fixed}: give a multiple of {fixed} "
-                                     "inputs (or a batch size that is one)")
-            for start in range(0, len(batch), int(fixed)):
-                self.add(batch[start:start + int(fixed)], into)
-            return
-        if self._sess is None:
-            weights: dict = {}
-            model, self._spec = statistics_model(self.canonical, self.layers, self.moments, self.regime,
-                                                 sample_shape=batch.shape[1:], external=weights)
-            self._sess = runtime.Session(model, self.device, initializers=weights)
-            self._names = [name for _, _, name in self._spec]
-        feeds = self.feeds.take(self.offset, self.offset + len(batch))
-        self.offset += len(batch)
-        res = self._sess.run({self.canonical.input_name: batch, **feeds}, self._names)
-        (into or self.stats).add_batch(dict(zip(self._names, res)), self._spec, len(batch))
+ENGINES = ("local", "ray")  # where fit_statistics runs: this process, or a Ray cluster (onnxplain[ray])
 
 
 def fit_statistics(model, data, moments: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                    regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                   inputs=None, **preprocessing) -> Statistics:
+                   inputs=None, engine: str = "local", address: str | None = None, workers: int | None = None,
+                   shard_size: int | None = None, **preprocessing) -> Statistics:
     """Stream ``data`` through the statistics graph of ``model``; return the summed :class:`Statistics`.
 
     Memory does not grow with the data: each batch's sums are added to float64 accumulators.
-    ``progress(n)`` is called after every batch with its size. ``inputs``: {name: array or .npy path} of
-    the model's other inputs, one row for all samples or one row per sample of ``data``.
+    ``progress(n)`` is called after every batch with its size (``engine="ray"``: as workers report).
+    ``inputs``: {name: array or .npy path} of the model's other inputs, one row for all samples or one row
+    per sample of ``data``.
+
+    ``engine="ray"`` (needs ``onnxplain[ray]``) fits files on a Ray cluster: ``address`` of a running
+    cluster (None: join the local instance, or start one), ``workers`` (default: one per CPU, or per GPU
+    with ``device="cuda"``), ``shard_size`` inputs per shard (default: about 4 shards per worker); files
+    that cannot be decoded are skipped and listed in ``Statistics.skipped``. The result equals the
+    single-process fit up to the order of float64 additions (see :mod:`.shards`). ``inputs`` are loaded
+    here and sent to the workers; per-row values go with each batch's sample indices (a file that cannot
+    be decoded is then an error: skipping it would shift the rows).
     """
+    if engine not in ENGINES:
+        raise OnnxplainError(f"engine must be one of {', '.join(ENGINES)}, not '{engine}'")
     canonical = as_canonical(model, input, output)
     runtime.providers_for(device)
     if int(batch_size) < 1:
@@ -87,6 +47,13 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
     if not layers:
         raise OnnxplainError("the model has no Conv, Gemm or MatMul layer with constant weights between its "
                              "input and logits: there is nothing to fit patterns for")
+    if engine == "ray":
+        from .shards import fit_statistics_sharded
+
+        return fit_statistics_sharded(model, canonical, layers, data, moments=moments, regime=regime,
+                                      batch_size=batch_size, device=device, limit=limit, progress=progress,
+                                      input=input, output=output, inputs=inputs, address=address,
+                                      workers=workers, shard_size=shard_size, **preprocessing)
     col = Collector(canonical, layers, moments, regime, device, inputs)
     for batch in iter_batches(data, canonical, int(batch_size), limit, **preprocessing):
         if len(batch):
@@ -101,21 +68,22 @@ def fit_statistics(model, data, moments: str = "two_component", batch_size: int 
 
 def fit_patterns(model, data, estimator: str = "two_component", batch_size: int = 64, device: str = "auto", *,
                  regime: str = "activation", limit: int | None = None, progress=None, input=None, output=None,
-                 inputs=None, **preprocessing) -> Patterns:
+                 inputs=None, engine: str = "local", address: str | None = None, **options) -> Patterns:
     """Learn the patterns of every linear layer of ``model`` from ``data``.
 
     ``estimator``: "two_component" (S_a+-, Eq. 7: a₊ per layer followed by a ReLU, the linear a elsewhere),
     "linear" (S_a) or "all" (both, and a₋; methods use a₊). ``regime``: "activation" (ReLU active, bias
     included: iNNvestigate) or "paper" (wᵀx > 0). ``data``: an array (N, ...), image/.npy files or folders,
     or an iterable of arrays; image preprocessing keywords (``size``, ``mean``, ``std``, ``scale``,
-    ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`. ``inputs``: the model's other
-    inputs, as for :func:`fit_statistics`.
+    ``layout``, ``channels``) as in :func:`onnxplain.images.load_images`; ``column`` of Parquet files.
+    ``inputs``: the model's other inputs, as for :func:`fit_statistics`. ``engine="ray"``, ``address``,
+    ``workers``, ``shard_size``: on a Ray cluster, see :func:`fit_statistics`.
     """
     if estimator not in ESTIMATORS:
         raise OnnxplainError(f"estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
     stats = fit_statistics(model, data, moments=estimator, batch_size=batch_size, device=device, regime=regime,
                            limit=limit, progress=progress, input=input, output=output, inputs=inputs,
-                           **preprocessing)
+                           engine=engine, address=address, **options)
     return stats.patterns(estimator)
 
 
@@ -150,6 +118,8 @@ def fit_summary(pats: Patterns, path, seconds: float) -> str:
     inputs in how long on which device."""
     stats = pats.statistics
     rate = stats.samples / seconds if seconds > 0 else float("inf")
+    skipped = getattr(stats, "skipped", [])
+    notes = "".join(f"\nskipped: {msg}" for _, msg in skipped)
     return (f"{pats.summary()}\nwrote {path}: {len(pats.layers)} layers, estimator {pats.estimator}, regime "
             f"{pats.regime}, {stats.samples} inputs in {seconds:.1f} s ({rate:.1f}/s on "
-            f"{getattr(stats, 'device', '?')}), fingerprint {pats.fingerprint}")
+            f"{getattr(stats, 'device', '?')}), fingerprint {pats.fingerprint}{notes}")

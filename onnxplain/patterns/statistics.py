@@ -33,6 +33,7 @@ class Statistics:
         self.model_fingerprint = model_fingerprint
         self.sums = sums if sums is not None else {lay.name: {"n": np.zeros(())} for lay in self.layers}
         self.device = "?"  # where the statistics graph ran (set by fit_statistics)
+        self.skipped: list = []  # (file, message) of inputs a cluster fit could not read and left out
 
     @property
     def fingerprint(self) -> str:
