@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import OnnxplainError
-from ..perturbation.replacement import axis_roles, blur
+from ..perturbation.replacement import axis_roles, blur, scores
 
 SCORES = ("logit", "probability")
 
@@ -38,14 +38,9 @@ def check_score(score: str) -> str:
 
 
 def target_scores(logits: np.ndarray, target: np.ndarray, score: str = "logit") -> np.ndarray:
-    """s_c per row (float64): the target's logit, or its softmax probability."""
-    z = np.asarray(logits, np.float64)
-    rows = np.arange(len(z))
-    if score == "probability":
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e[rows, target] / e.sum(1)
-    return z[rows, target]
+    """s_c per row (float64): the target's logit, or its softmax probability (the one home of this score:
+    :func:`onnxplain.perturbation.replacement.scores`, which occlusion and RISE use)."""
+    return scores(np.asarray(logits), target, score)
 
 
 # ---- features ----------------------------------------------------------------------------------------
