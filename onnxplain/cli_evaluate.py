@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import Target, graph_options, image_options, parse_options, rule_options, run_options
+from .cli_options import (Target, graph_options, image_options, parse_options, ray_options, ray_values, rule_options,
+                          run_options)
 
 METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "faithfulness_correlation", "road",
            "mprt", "emprt", "random_logit", "pointing_game", "relevance_mass", "relevance_rank", "sparseness",
@@ -46,21 +47,23 @@ CONVENTIONS = ("onnxplain", "quantus")  # = evaluation.api.CONVENTIONS
 @image_options
 @graph_options
 @run_options(batch_size=64)
+@ray_options
 def evaluate_command(model, data, methods, metrics, metric_options, outdir, input_name, output_name, figures,
-                     **options):
+                     ray_address, workers, **options):
     """Measure which explanation of MODEL to trust on DATA.
 
     DATA are image files, folders (searched for images and .npy files) or .npy arrays of preprocessed
     inputs. Each method explains every input; each metric scores the maps (faithfulness by perturbation,
     randomisation sanity checks, complexity, and localisation with --masks). Prints a ranking per metric
     (mean and 95 % bootstrap interval, best first; methods failing the randomisation check flagged).
+    With --ray the inputs are measured in shards by the workers of a Ray cluster (the same values).
     """
     from .evaluation.files import evaluate_files
 
     rep, written, exported = evaluate_files(model, list(data), list(methods), metrics=list(metrics),
                                             options=metric_options, outdir=outdir, input=input_name,
                                             output=output_name, figures="auto" if figures is None else figures,
-                                            **options)
+                                            **options, **ray_values(ray_address, workers))
     click.echo(rep.table())
     click.echo(f"wrote {', '.join(written)}", err=True)
     if exported:

@@ -147,3 +147,43 @@ def test_a_user_error_in_a_worker_is_one_line_here(cluster, tmp_path):
     with pytest.raises(OnnxplainError, match=r"bad.npy contains NaN or an infinite value at index \(4, 0, 1, 2\)") as e:
         P.fit_statistics(MODEL, str(tmp_path / "bad.npy"), batch_size=4, engine="ray", workers=1)
     assert "\n" not in str(e.value)
+
+
+def test_evaluate_on_ray_equals_one_process(cluster):
+    import onnxplain
+
+    x = np.stack([np.asarray(im, np.float32)[None] / 255 for im in digits(18)])
+    metrics = {"region_perturbation": {"patch_size": 4, "regions": 6}, "deletion": {"steps": 6, "baseline": "uniform"},
+               "faithfulness_correlation": {"nr_runs": 8, "subset_size": 16}, "road": {"percentages": [10, 50]},
+               "mprt": {}, "random_logit": {}, "sparseness": {}}
+    one = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, batch_size=4)
+    many = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, batch_size=4, engine="ray",
+                              workers=2, shard_size=8, progress=False)
+    for m in one.methods:
+        np.testing.assert_array_equal(many.relevance[m], one.relevance[m])
+        for key, v in one.per_sample[m].items():
+            np.testing.assert_allclose(many.per_sample[m][key], v, rtol=1e-6, atol=1e-12, err_msg=f"{m} {key}")
+    assert many.table() == one.table()
+
+
+def test_cli_evaluate_ray_writes_the_report_of_one_process(cluster, tmp_path):
+    import json
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(digits(10)):
+        img.save(folder / f"d{i:02d}.png")
+    args = ["evaluate", MODEL, str(folder), "-m", "gradient", "-m", "lrp.epsilon_plus", "--metric", "pixel_flipping",
+            "--metric", "faithfulness_correlation", "-M", "pixel_flipping.steps=8", "--batch-size", "4", "--no-figures"]
+    one = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "one")])
+    many = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "many"), "--ray", "--workers", "2"])
+    assert one.exit_code == 0 and many.exit_code == 0, many.output
+    a = json.loads((tmp_path / "one" / "report.json").read_text())
+    b = json.loads((tmp_path / "many" / "report.json").read_text())
+    assert a.keys() == b.keys() and a["scores"].keys() == b["scores"].keys()
+    for m in a["scores"]:
+        for k, v in a["scores"][m].items():
+            assert b["scores"][m][k] == pytest.approx(v, rel=1e-6), (m, k)
+    quantus = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "q"), "--convention", "quantus", "--ray"])
+    assert quantus.exit_code == 2 and "runs in one process" in quantus.output
+    assert "Traceback" not in quantus.output and not (tmp_path / "q").exists()

@@ -5,6 +5,7 @@ outputs is explained and why)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -37,6 +38,15 @@ class CanonicalModel:
     io_dtypes: tuple | None = None
     # text models: the token inputs replaced by the word-embedding output (canonical/tokens.py), else None
     tokens: object = None
+
+    def __reduce__(self):
+        """Picklable (Ray sends it to its workers): the graph travels as the canonical ONNX model with its
+        large weights as arrays beside it (no protobuf size limit) and is imported again on the other side
+        — an onnx-graphsurgeon graph itself does not pickle."""
+        arrays: dict = {}
+        proto = self.to_onnx(external=arrays).SerializeToString()
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "graph"}
+        return _rebuild, (proto, arrays, fields)
 
     @property
     def input(self) -> gs.Variable:
@@ -87,3 +97,12 @@ class CanonicalModel:
                     h.update(str(arr.shape).encode())
                     h.update(arr.tobytes())
         return h.hexdigest()[:16]
+
+
+def _rebuild(proto: bytes, arrays: dict, fields: dict) -> CanonicalModel:
+    """The :class:`CanonicalModel` that :meth:`CanonicalModel.__reduce__` sent."""
+    graph = gs.import_onnx(onnx.load_from_string(proto))
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Constant) and t.name in arrays:
+            t.values = arrays[t.name]
+    return CanonicalModel(graph=graph, **fields)

@@ -6,7 +6,8 @@ perturbation, pixel flipping, insertion, deletion, faithfulness correlation, ROA
 (:mod:`.randomisation`: MPRT, eMPRT, random logit), localisation and complexity (:mod:`.maps`). All
 perturbed inputs run through onnxruntime in batches (:mod:`.perturb`). :func:`evaluate` (:mod:`.api`)
 runs methods × metrics into a :class:`Report` (:mod:`.report`, figures in :mod:`.figures`);
-``convention="quantus"`` reproduces Quantus 0.6.0's per-sample values (:mod:`.quantus`).
+``convention="quantus"`` reproduces Quantus 0.6.0's per-sample values (:mod:`.quantus`);
+``engine="ray"`` measures shards on a Ray cluster (:mod:`.sharded`), value for value as one process.
 """
 from .api import evaluate, load_masks, method_specs
 from .common import MetricResult

@@ -48,29 +48,79 @@ class _Subject:
         self.label, self.name, self.options = label, name, options
         self.kw = dict(batch_size=batch_size, device=device, preprocessing=preprocessing)
         self.explainer = Explainer(canonical, name, **self.kw, **options)
-        self._cascade = None
+        self._cascades = {}
 
     def explain(self, x, target):
         return self.explainer.explain(x, target).relevance
 
+    def forget(self):
+        """Drop the cascades of the last inputs (a new batch of inputs follows)."""
+        self._cascades.clear()
+
     def cascade(self, x, target, seed):
-        """[(layer, relevance)] with one more layer randomised each step, from the logits down."""
-        if self._cascade is None:
-            self._cascade = randomisation.weight_input_cascade(self.explainer, x, target, seed)
-        if self._cascade is None:  # the method's graph depends on the weights' values: one model per layer
-            self._cascade = []
+        """[(layer, relevance)] with one more layer randomised each step, from the logits down (one cascade
+        per seed for the inputs of this :meth:`Measurer.measure` call)."""
+        if seed in self._cascades:
+            return self._cascades[seed]
+        out = randomisation.weight_input_cascade(self.explainer, x, target, seed)
+        if out is None:  # the method's graph depends on the weights' values: one model per layer
+            out = []
             for layer, model in randomisation.randomised_models(self.explainer.canonical, seed):
                 options = dict(self.options)
                 if "patterns" in options:
                     options["patterns"] = randomisation.rekeyed_patterns(as_patterns(options["patterns"]), model)
                 ex = Explainer(model, self.name, **self.kw, **options)
-                self._cascade.append((layer, ex.explain(x, target).relevance))
-        return self._cascade
+                out.append((layer, ex.explain(x, target).relevance))
+        self._cascades[seed] = out
+        return out
+
+
+class Measurer:
+    """The methods on one model, each explainer built once, and the metrics to score them with: what
+    :func:`evaluate` runs once on all inputs, and a Ray worker (:mod:`.sharded`) on shard after shard."""
+
+    def __init__(self, canonical, specs, wanted: dict, *, batch_size=64, device="auto", preprocessing=None,
+                 convention="onnxplain", seed=0):
+        self.subjects = [_Subject(canonical, *s, batch_size, device, preprocessing) for s in specs]
+        self.wanted, self.seed, self.convention = wanted, seed, convention
+        self.first = self.subjects[0].explainer
+        self.forward = self.first.runner.logits
+
+    def prepare(self, x, target=None):
+        """(x as the model takes it, logits, targets): each row's top-1 class unless ``target`` is given."""
+        x = self.first._check_input(x)
+        logits = self.forward(x)
+        t = logits.argmax(1).astype(np.int64) if target is None else self.first._check_target(target, len(x))
+        self.classes = int(logits.shape[1])
+        return x, logits, t
+
+    def measure(self, x, t, masks=None, *, layout=None, index=None, tick=None):
+        """Yield ``(label, relevance, {metric: MetricResult})`` per method on the inputs ``x`` (prepared)
+        with targets ``t`` (after :meth:`prepare`); ``index``: their positions in the dataset (default 0..N-1), which key the random
+        draws; ``tick()`` after each map and each metric."""
+        if self.convention == "quantus":
+            from .quantus import run_metric
+        else:
+            run_metric = _run_metric
+        for s in self.subjects:
+            s.forget()
+            rel = s.explain(x, t)
+            if tick:
+                tick()
+            results = {}
+            for name, options in self.wanted.items():
+                results[name] = run_metric(name, options, s, self.forward, x, rel, t, masks, layout, self.seed,
+                                           self.classes, index)
+                if tick:
+                    tick()
+            s.forget()
+            yield s.label, rel, results
 
 
 def evaluate(model, x, methods=("gradient",), metrics=None, target=None, masks=None, batch_size: int = 64,
              seed: int = 0, convention: str = "onnxplain", *, device: str = "auto", preprocessing=None,
-             progress=None, input=None, output=None) -> Report:
+             progress=None, input=None, output=None, engine: str = "local", address=None, workers=None,
+             shard_size: int | None = None) -> Report:
     """Explain ``x`` with each of ``methods`` and score every map with ``metrics``.
 
     ``methods``: names, ``(name, {option: value})`` pairs, or {label: (name, options)}. ``metrics``: None
@@ -79,53 +129,62 @@ def evaluate(model, x, methods=("gradient",), metrics=None, target=None, masks=N
     :mod:`.randomisation`). ``target``: the classes explained and scored (default: each row's top-1
     class). ``masks``: ground truth (N, H, W) for pointing game, relevance mass and rank. ``convention=
     "quantus"``: the metrics Quantus 0.6.0 has reproduce its per-sample values (:mod:`.quantus`), with its
-    parameter names. ``progress``: True/False/None (a bar on stderr for long runs)."""
+    parameter names. ``progress``: True/False/None (a bar on stderr for long runs). Random draws are keyed
+    per sample (seed, position in ``x``).
+
+    ``engine="ray"`` (``pip install 'onnxplain[ray]'``): shards of whole batches of ``x`` are measured by the
+    workers of a Ray cluster (``address``; None: the local instance, joined or started), each holding the
+    explainers, built once; the per-sample values equal one process's (see :mod:`.sharded`)."""
     if convention not in CONVENTIONS:
         raise OnnxplainError(f"convention must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
+    if engine not in ("local", "ray"):
+        raise OnnxplainError(f"engine must be local or ray, not {engine!r}")
     canonical = model if isinstance(model, CanonicalModel) else canonicalize(model, input=input, output=output)
     specs = method_specs(methods)
     wanted = resolve_metrics(metrics, masks is not None)
     if metrics is None and len(canonical.input_shape) != 4:
         wanted.pop("road", None)  # ROAD imputes image pixels: not a default for other inputs
-    subjects = [_Subject(canonical, *s, batch_size, device, preprocessing) for s in specs]
-    x = subjects[0].explainer._check_input(x)
-    logits = subjects[0].explainer.runner.logits(x)
-    t = logits.argmax(1).astype(np.int64) if target is None else subjects[0].explainer._check_target(target, len(x))
     if masks is not None and len(np.asarray(masks)) != len(x):
         raise OnnxplainError(f"{len(np.asarray(masks))} masks for {len(x)} inputs: give one mask per input")
-    forward = subjects[0].explainer.runner.logits
-    layout = canonical.layout if x.ndim == 4 else None
-    rep = Report(x=x, target=t, logits=logits, layout=layout, methods=[s.label for s in subjects],
-                 specs={s.label: (s.name, s.options) for s in subjects}, convention=convention, model=canonical)
-    if convention == "quantus":
-        from .quantus import run_metric
-    else:
-        run_metric = _run_metric
-    with Progress(len(subjects) * (1 + len(wanted)), "evaluating", progress) as bar:
-        for s in subjects:
-            rel = s.explain(x, t)
-            rep.relevance[s.label] = rel
-            bar.update()
-            for name, options in wanted.items():
-                rep.add(s.label, name, run_metric(name, options, s, forward, x, rel, t, masks, layout, seed,
-                                                  logits.shape[1]))
-                bar.update()
+    settings = dict(batch_size=batch_size, device=device, preprocessing=preprocessing, convention=convention,
+                    seed=seed)
+    if engine == "ray":
+        from .sharded import evaluate_on_ray
+
+        return evaluate_on_ray(canonical, specs, wanted, x, target, masks, settings, progress=progress,
+                               address=address, workers=workers, shard_size=shard_size)
+    measurer = Measurer(canonical, specs, wanted, **settings)
+    x, logits, t = measurer.prepare(x, target)
+    rep = new_report(canonical, x, t, logits, specs, convention)
+    with Progress(len(specs) * (1 + len(wanted)), "evaluating", progress) as bar:
+        for label, rel, results in measurer.measure(x, t, masks, layout=rep.layout, tick=bar.update):
+            rep.relevance[label] = rel
+            for name, result in results.items():
+                rep.add(label, name, result)
     return rep
 
 
-def _run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes):
+def new_report(canonical, x, t, logits, specs, convention) -> Report:
+    """An empty :class:`Report` for the methods ``specs`` [(label, name, options)]."""
+    layout = canonical.layout if x.ndim == 4 else None
+    return Report(x=x, target=t, logits=logits, layout=layout, methods=[label for label, _, _ in specs],
+                  specs={label: (name, options) for label, name, options in specs}, convention=convention,
+                  model=canonical)
+
+
+def _run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes, index=None):
     spec = METRICS[name]
     kw = dict(options)
     try:
         if spec.kind == "forward":
-            return spec.fn(forward, x, rel, t, layout=layout, **{"seed": seed, **kw})
+            return spec.fn(forward, x, rel, t, layout=layout, **{"seed": seed, "index": index, **kw})
         if spec.kind == "map":
             return spec.fn(rel, **kw)
         if spec.kind == "mask":
             return spec.fn(rel, masks, layout=layout, **kw)
         if name == "random_logit":
             return randomisation.random_logit(s.explain, x, rel, t, classes=classes, layout=layout,
-                                              **{"seed": seed + 42, **kw})
+                                              **{"seed": seed + 42, "index": index, **kw})
         cascade = s.cascade(x, t, kw.pop("seed", seed + 42))
         if name == "mprt":
             return randomisation.mprt(cascade, x, rel, t, layout=layout, **kw)

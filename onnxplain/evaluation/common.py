@@ -108,6 +108,24 @@ def order_features(values: np.ndarray, order: str = "morf", stable: bool = True)
     raise OnnxplainError(f"order must be morf or lerf, not {order!r}")
 
 
+# ---- random draws ------------------------------------------------------------------------------------
+def sample_index(index, n: int) -> np.ndarray:
+    """The samples' positions in the whole dataset (default 0..n-1): what their random draws are keyed on."""
+    if index is None:
+        return np.arange(n)
+    index = np.asarray(index, np.int64).reshape(-1)
+    if len(index) != n:
+        raise OnnxplainError(f"index names {len(index)} samples for {n} inputs")
+    return index
+
+
+def sample_rng(seed, *keys) -> np.random.Generator:
+    """The generator of one sample's draws: ``default_rng((seed, *keys))`` with the sample's position in the
+    dataset among the keys, so its score does not depend on which other samples share the batch (the same
+    per sample in one process, in any batch size, or on a shard of a Ray job)."""
+    return np.random.default_rng([int(seed) % (1 << 63)] + [int(k) for k in keys])
+
+
 # ---- baselines ---------------------------------------------------------------------------------------
 BASELINES = ("zero", "mean", "sample_mean", "blur", "black", "white", "uniform")
 
@@ -118,7 +136,8 @@ def baseline_values(x: np.ndarray, how, layout, rng=None, sigma=None) -> np.ndar
     without a channel axis), ``sample_mean``
     (per-channel mean of each sample), ``blur`` (Gaussian blur of each sample, σ = ``sigma`` elements, default
     5 as Petsiuk et al.'s insertion substrate), ``black``/``white`` (each sample's min/max, Quantus's
-    ``black``/``white``), ``uniform`` (U(0, 1) per element, drawn from ``rng``)."""
+    ``black``/``white``), ``uniform`` (U(0, 1) per element, drawn from ``rng``; a list of generators: one
+    per sample)."""
     if not isinstance(how, str):
         return np.broadcast_to(np.asarray(how, x.dtype), x.shape)
     h = how.strip().lower()
@@ -138,6 +157,8 @@ def baseline_values(x: np.ndarray, how, layout, rng=None, sigma=None) -> np.ndar
     if h == "white":
         return np.broadcast_to(x.max(axis=axes, keepdims=True), x.shape)
     if h == "uniform":
+        if isinstance(rng, (list, tuple)):
+            return np.stack([g.uniform(0.0, 1.0, x.shape[1:]) for g in rng]).astype(x.dtype)
         rng = rng if rng is not None else np.random.default_rng(0)
         return rng.uniform(0.0, 1.0, x.shape).astype(x.dtype)
     try:

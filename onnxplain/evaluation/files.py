@@ -52,8 +52,10 @@ def metric_options(names, options) -> dict | None:
 def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None, limit=None, outdir="onnxplain-eval",
                    export_best=None, by=None, target=None, convention="onnxplain", seed=0, figures="auto",
                    patterns=None, rules=None, first_layer=None, size=None, mean=None, std=None, scale=1 / 255,
-                   layout="auto", input=None, output=None, device="auto", batch_size=64, progress=None):
-    """Evaluate ``methods`` on the inputs in ``data`` and write the report into ``outdir``.
+                   layout="auto", input=None, output=None, device="auto", batch_size=64, progress=None, engine="local",
+                   address=None, workers=None):
+    """Evaluate ``methods`` on the inputs in ``data`` and write the report into ``outdir`` (``engine="ray"``:
+    on a Ray cluster at ``address`` with ``workers`` actors, see :mod:`.sharded`).
 
     Returns (report, written paths, (exported path, method) or None)."""
     canonical = canonicalize(model, input=input, output=output)
@@ -75,7 +77,8 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     m = load_masks(masks, files, hw)
     rep = evaluate(canonical, x, cli_methods(methods, patterns, rules, first_layer), wanted, target=target,
                    masks=m, batch_size=batch_size, seed=seed, convention=convention, device=device,
-                   preprocessing=Preprocessing(scale, mean, std), progress=progress)
+                   preprocessing=Preprocessing(scale, mean, std), progress=progress, engine=engine, address=address,
+                   workers=workers)
     written = rep.save(outdir, figures, protected=inputs)
     exported = None
     if export_best:

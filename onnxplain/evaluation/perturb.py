@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import target_scores
+from .common import sample_rng, target_scores
 
 CHUNK_BYTES = 1 << 27  # perturbed rows built at once (128 MiB)
 
@@ -29,7 +29,8 @@ def curves(forward, x: np.ndarray, groups: np.ndarray, order: np.ndarray, counts
 
     ``groups`` (x's shape without the batch axis) names each element's feature; ``order`` (N, F) lists
     feature ids, first removed first; ``fill`` is an array of x's shape (what removed elements become) or
-    a callable ``fill(rows, removed, samples)`` returning the perturbed rows (ROAD's imputation).
+    a callable ``fill(rows, removed, samples, steps)`` returning the perturbed rows (ROAD's imputation;
+    ``samples`` and ``steps``: each row's sample in x and step in ``counts``).
     ``insert=True`` starts from ``fill`` and puts the first ``counts[k]`` features of x back (insertion).
     ``forward(rows)`` returns logits for any number of rows."""
     n = len(x)
@@ -47,7 +48,7 @@ def curves(forward, x: np.ndarray, groups: np.ndarray, order: np.ndarray, counts
         pn, pk = pairs_n[s:s + chunk], pairs_k[s:s + chunk]
         removed = elem_rank[pn] < counts[pk].reshape(bshape)
         if callable(fill):
-            rows = fill(x[pn], removed, pn)
+            rows = fill(x[pn], removed, pn, pk)
         elif insert:
             rows = np.where(removed, x[pn], fill[pn])
         else:
@@ -114,7 +115,8 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     for edge, 1/12 for diagonal neighbours; Rong et al. 2022, Quantus's ``noisy_linear_imputation``
     without the noise). Solved by conjugate gradients on (D − W) restricted to the missing pixels
     (symmetric positive definite when every hole touches a known pixel; a hole with no known pixel
-    stays 0), all images and channels at once, to a relative residual of ``tol``; ``start``: a first guess
+    stays 0), all images and channels at once, each image to a relative residual of ``tol`` (an image that
+    has converged stops changing, so its result does not depend on the images solved beside it); ``start``: a first guess
     (img's shape; e.g. the imputation of a smaller hole), else zeros.
 
     Speed: the 8-neighbour stencil is separable, W v = (T_H v T_Wᵀ − 4v) / 12 with T the tridiagonal
@@ -158,9 +160,10 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     for _ in range(its):
         if np.all(rr <= stop):
             break
+        active = rr > stop  # an image that converged stops: its result does not depend on the others
         op(ap)
         pap = dot(p, ap)
-        alpha = np.divide(rr, pap, out=np.zeros_like(pap), where=pap > 0)
+        alpha = np.divide(rr, pap, out=np.zeros_like(pap), where=(pap > 0) & active)
         np.multiply(alpha, p, out=tmp)
         v += tmp
         np.multiply(alpha, ap, out=tmp)
@@ -173,16 +176,19 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     return known + m * v
 
 
-def road_fill(layout, noise: float, rng):
+def road_fill(layout, noise: float, seed: int, index):
     """The ``fill`` callable of :func:`curves` for ROAD: noisy linear imputation of the removed pixels
-    (+ N(0, noise²) on each imputed value)."""
-    def fill(rows, removed, samples):
+    (+ N(0, noise²) on each imputed value, drawn per row from ``sample_rng(seed, index[sample], 2, step)``:
+    the same noise whatever else shares the batch)."""
+    def fill(rows, removed, samples, steps):
         nhwc = layout == "nhwc"
         img = np.moveaxis(rows, -1, 1) if nhwc else rows
         miss = np.moveaxis(removed, -1, 1)[:, 0] if nhwc else removed[:, 0]
         out = linear_imputation(img, miss)
         if noise:
-            out = out + miss[:, None] * noise * rng.standard_normal(out.shape)
+            draws = np.stack([sample_rng(seed, index[i], 2, k).standard_normal(out.shape[1:])
+                              for i, k in zip(samples, steps)])
+            out = out + miss[:, None] * noise * draws
         out = np.moveaxis(out, 1, -1) if nhwc else out
         return out.astype(rows.dtype)
     return fill

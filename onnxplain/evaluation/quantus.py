@@ -179,7 +179,7 @@ def random_logit(explain, x, a, y, *, num_classes, seed=42, batch_size=64, norma
     return MetricResult(out)
 
 
-def run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes):
+def run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classes, index=None):
     """The Quantus-convention value of metric ``name`` (options with Quantus's names)."""
     kw = {"seed": seed, "batch_size": s.kw["batch_size"], **options}
     if layout == "nhwc":  # Quantus works channel-first
@@ -199,7 +199,9 @@ def run_metric(name, options, s, forward, x, rel, t, masks, layout, seed, classe
             return _localisation(name, a, masks)
         if name in ("mprt", "emprt"):
             return _mprt(name, s, x, rel, t, options, seed)
-        return faithfulness.__dict__[name](forward, x, rel, t, layout="nchw", **kw)  # insertion, deletion
+        # insertion, deletion: Quantus has neither; the onnxplain convention's (no batch size: one forward)
+        kw.pop("batch_size")
+        return faithfulness.__dict__[name](forward, x, rel, t, layout="nchw", index=index, **kw)
     except TypeError as exc:
         raise OnnxplainError(f"metric '{name}' (Quantus convention): {exc}") from None
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import OnnxplainError
 from ..patterns import Patterns, find_layers
-from .common import MetricResult, histogram_entropy, normalise_by_max, spatial_axes, spearman, ssim
+from .common import (MetricResult, histogram_entropy, normalise_by_max, sample_index, sample_rng, spatial_axes,
+                     spearman, ssim)
 
 FAIL_SPEARMAN = 0.5  # a map whose |R| still correlates this much after full randomisation fails the check
 
@@ -155,19 +156,21 @@ def emprt(relevance, randomised, *, bins: int = 100) -> MetricResult:
     return MetricResult(score, extra={"entropy_original": h0, "entropy_randomised": h1})
 
 
-def random_classes(target: np.ndarray, classes: int, seed: int = 42) -> np.ndarray:
-    """A uniformly drawn class ≠ target per sample."""
-    rng = np.random.default_rng(seed)
-    off = rng.integers(0, classes - 1, len(target))
+def random_classes(target: np.ndarray, classes: int, seed: int = 42, index=None) -> np.ndarray:
+    """A uniformly drawn class ≠ target per sample (each from ``sample_rng(seed, index[i], 3)``, ``index``:
+    the samples' positions in the dataset, default 0..N-1)."""
+    off = np.array([sample_rng(seed, i, 3).integers(0, classes - 1)
+                    for i in sample_index(index, len(target))], np.int64)
     return np.where(off >= target, off + 1, off).astype(np.int64)
 
 
-def random_logit(explain, x, relevance, target, *, classes: int, layout="nchw", seed: int = 42) -> MetricResult:
+def random_logit(explain, x, relevance, target, *, classes: int, layout="nchw", seed: int = 42,
+                 index=None) -> MetricResult:
     """Random logit test (Sixt et al. 2020, "When explanations lie"), as Quantus 0.6's ``RandomLogit``:
     explain a uniformly drawn other class and compare with the original map by SSIM (both maps normalised
     by their max |R|). Ours compares the 2-D pixel maps with a 7×7 window; Quantus compares the flattened
     maps (a 1-D window). Lower is better: a class-sensitive explanation changes with the class."""
-    other = random_classes(np.asarray(target), int(classes), seed)
+    other = random_classes(np.asarray(target), int(classes), seed, index)
     rel = explain(x, other)
     a = normalise_by_max(pixel_map(np.asarray(relevance, np.float64), layout))
     b = normalise_by_max(pixel_map(np.asarray(rel, np.float64), layout))
