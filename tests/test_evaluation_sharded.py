@@ -112,3 +112,15 @@ def test_insertion_and_deletion_run_in_the_quantus_convention(canonical, inputs)
     o = onnxplain.evaluate(canonical, inputs[:4], ["gradient"], metrics, device="cpu")
     for key in metrics:  # Quantus has neither: ours in both conventions
         np.testing.assert_array_equal(q.per_sample["gradient"][key], o.per_sample["gradient"][key])
+
+
+def test_mprt_and_emprt_with_their_own_seeds_each_get_their_cascade(canonical, inputs):
+    """The cascade of randomised models is cached per seed: eMPRT with seed 2 beside MPRT with seed 1 is
+    eMPRT with seed 2 alone (the cache once kept the first cascade whatever the seed)."""
+    both = onnxplain.evaluate(canonical, inputs[:4], ["gradient"], {"mprt": {"seed": 1}, "emprt": {"seed": 2}},
+                              device="cpu")
+    alone = onnxplain.evaluate(canonical, inputs[:4], ["gradient"], {"emprt": {"seed": 2}}, device="cpu")
+    first = onnxplain.evaluate(canonical, inputs[:4], ["gradient"], {"emprt": {"seed": 1}}, device="cpu")
+    got = both.per_sample["gradient"]["emprt"]
+    np.testing.assert_array_equal(got, alone.per_sample["gradient"]["emprt"])
+    assert not np.allclose(got, first.per_sample["gradient"]["emprt"])
