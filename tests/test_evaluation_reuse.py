@@ -12,7 +12,7 @@ import onnxplain.runner as runner_module
 from onnxplain.canonical import canonicalize
 from onnxplain.errors import OnnxplainError
 from onnxplain.evaluation import randomisation
-from onnxplain.evaluation.api import _Subject
+from onnxplain.evaluation.measure import _Subject
 from onnxplain.explainer import Explainer
 from onnxplain.explainer_graph import build_explainer
 

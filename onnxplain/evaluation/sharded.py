@@ -3,7 +3,7 @@
 
 The inputs are cut into shards of whole batches of ``batch_size`` — the batches one process would
 explain, so every explainer run sees the same rows. Each worker (a :class:`ShardEvaluator`) builds the
-:class:`~.api.Measurer` once (one explainer per method; the canonical model travels pickled, see
+:class:`~.measure.Measurer` once (one explainer per method; the canonical model travels pickled, see
 :meth:`onnxplain.canonical.CanonicalModel.__reduce__`) and measures shard after shard; the per-sample
 values come back and are joined here in the order of the inputs (:func:`concat_results`) into one
 :class:`~.report.Report`, as :func:`~.api.evaluate` would have made it in one process.
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import OnnxplainError
 from ..progress import Progress
-from .api import Measurer, new_report
+from .measure import Measurer, new_report
 from .common import MetricResult, baseline_values
 from .registry import METRICS
 
@@ -37,7 +37,7 @@ SHARD_INPUTS = 128  # inputs per shard (rounded to whole batches)
 
 
 class ShardEvaluator:
-    """A worker: the :class:`~.api.Measurer`, built once; ``worker((index, start, x, target, masks))``
+    """A worker: the :class:`~.measure.Measurer`, built once; ``worker((index, start, x, target, masks))``
     measures a shard and returns ``(index, logits, targets, [(label, relevance, {metric: result})])``."""
 
     def __init__(self, canonical, specs, wanted: dict, settings: dict):
