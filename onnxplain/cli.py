@@ -101,7 +101,7 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
     per method <stem>.<method>.npy (raw relevance) and .heatmap.png, and results.jsonl, results.csv and
     index.html (a gallery) for the whole run. Exit status 3 when some inputs failed (the others are done).
     A text classifier: --text/--text-file with --tokenizer prints each token with its relevance and writes
-    texts.<method>.html and texts.<method>.json (the first method given).
+    texts.<method>.html and texts.<method>.json per method.
     With --ray the inputs are explained, and their files written, by the workers of a Ray cluster.
     """
     _inputs_or_texts(images, texts or text_file, tokenizer, ray_address)
@@ -115,7 +115,7 @@ def explain(model, images, methods, options, target, outdir, top_k, limit, resum
                          fallback=fallback, preprocessing=pre, dtype=dtype, layer=layer,
                          **method_option_values(options, rules, first_layer, patterns))
     if tokenizer:
-        return _explain_texts(exs[0], texts, text_file, tokenizer, target, outdir, [model, text_file, tokenizer])
+        return _explain_texts(exs, texts, text_file, tokenizer, target, outdir, [model, text_file, tokenizer])
     names = read_labels(labels) if labels else model_labels(model)
     for line in notices(exs, names):
         click.echo(f"note: {line}", err=True)
@@ -136,16 +136,18 @@ def _inputs_or_texts(images, text, tokenizer, ray_address):
         raise click.UsageError("give INPUTS, or --text/--text-file with --tokenizer (and without --ray)")
 
 
-def _explain_texts(ex, texts, text_file, tokenizer, target, outdir, protected):
-    """The text branch of ``explain``: one line per text (class, then each token with its relevance)."""
+def _explain_texts(exs, texts, text_file, tokenizer, target, outdir, protected):
+    """The text branch of ``explain``: one line per text and method (class, then each token with its
+    relevance; the method first when there are several)."""
     from .text_files import explain_text_files, read_texts, terminal_line
 
-    report = explain_text_files(ex, read_texts(texts, text_file), tokenizer, outdir, target=target,
-                                protected=protected)
-    color = sys.stdout.isatty()
-    for r in report.results:
-        click.echo(f"class {r.target} (logit {float(r.logits[r.target]):.4g}): {terminal_line(r, color)}")
-    click.echo(f"(wrote {', '.join(report.files)})", err=True)
+    texts, color = read_texts(texts, text_file), sys.stdout.isatty()
+    for ex in exs:
+        report = explain_text_files(ex, texts, tokenizer, outdir, target=target, protected=protected)
+        prefix = f"{ex.method.name}: " if len(exs) > 1 else ""
+        for r in report.results:
+            click.echo(f"{prefix}class {r.target} (logit {float(r.logits[r.target]):.4g}): {terminal_line(r, color)}")
+        click.echo(f"(wrote {', '.join(report.files)})", err=True)
 
 
 # ---- export -------------------------------------------------------------------------------------

@@ -98,6 +98,22 @@ def test_cli_text(model_file, tokenizer_file, tmp_path):
     assert bad.exit_code == 2 and "--tokenizer" in bad.output
 
 
+def test_cli_text_with_several_methods(model_file, tokenizer_file, tmp_path):
+    """Each method explains every text: one line per text and method, each method's files."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["explain", model_file, "--text", "the movie was good", "--text", "bad",
+                                    "--tokenizer", tokenizer_file, "-m", "lrp.attn", "-m", "gradient", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["lrp.attn", "lrp.attn", "gradient", "gradient"]
+    ex = onnxplain.Explainer(model_file, method="gradient", device="cpu")
+    want = ex.explain_text(["the movie was good", "bad"], tokenizer_file)
+    got = json.loads((out / "texts.gradient.json").read_text())["texts"]
+    for w, g in zip(want, got):  # the gradient file holds the gradient method's relevance
+        np.testing.assert_allclose(g["relevance"], w.relevance, rtol=1e-5, atol=1e-7)
+    assert (out / "texts.lrp.attn.html").exists()
+
+
 def test_missing_tokenizers_library_is_one_line(monkeypatch, tokenizer_file):
     monkeypatch.setitem(sys.modules, "tokenizers", None)
     with pytest.raises(onnxplain.OnnxplainError, match=r"onnxplain\[text\]"):
