@@ -10,6 +10,8 @@ bundled ``models/digits_cnn.onnx``, with the same batches everywhere (the result
 * Ray's overhead: the round trip of a no-op call to a worker actor, the cost of one more shard (one more
   call + one more result of sums: the same data fitted in 1-batch shards vs in one shard per worker), and
   (Ray with 1 worker − one process) / batches;
+* ``evaluate`` of two methods with four metrics on ``--eval-images`` of the digits, in one process and with
+  ``engine="ray"`` and 2 workers (inputs/s, and the largest relative difference of the per-sample values);
 * a projection (its assumptions printed, change them with the options) of the PatternNet paper's fit
   (VGG-16 on half of ImageNet, 640,583 images) on one 8-GPU node and on 4 such nodes.
 
@@ -88,6 +90,7 @@ def main():
                     help="assumed ImageNet JPEG decode+resize images/s of one CPU core (Pillow)")
     ap.add_argument("--cores", type=int, default=96, help="assumed CPU cores of a GPU node")
     ap.add_argument("--net", type=float, default=1.25, help="assumed GB/s between nodes (10 GbE)")
+    ap.add_argument("--eval-images", type=int, default=256, help="inputs of the evaluate comparison")
     args = ap.parse_args()
     os.chdir(ROOT)  # Ray's workers import onnxplain from the driver's working directory (or an install)
 
@@ -135,9 +138,32 @@ def main():
               "shard: one fire-and-forget progress message)")
         print(f"2 workers vs 1: {t_ray[1] / t_ray[2]:.2f}x in total, {rate[2] / rate[1]:.2f}x once the workers are up "
               f"({args.cpus} CPUs shared with the load above)")
+        bench_evaluate(args.eval_images, args.batch)
         ray.shutdown()
     print(f"machine after: {machine()}")
     project(args)
+
+
+def bench_evaluate(n: int, batch: int):
+    """evaluate() in one process vs on Ray (2 workers, shards of 2 batches): inputs/s and the worst relative
+    difference of the per-sample values."""
+    from PIL import Image
+
+    import onnxplain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        x = np.stack([np.asarray(Image.open(p), np.float32)[None] / 255 for p in make_images(tmp, n)])
+    methods = ["gradient", "lrp.epsilon_plus_flat"]
+    metrics = {"region_perturbation": {"patch_size": 4, "regions": 16}, "pixel_flipping": {"steps": 16},
+               "faithfulness_correlation": {"nr_runs": 20, "subset_size": 32}, "sparseness": {}}
+    one, t_one = timed(lambda: onnxplain.evaluate(MODEL, x, methods, metrics, batch_size=batch, progress=False))
+    many, t_many = timed(lambda: onnxplain.evaluate(MODEL, x, methods, metrics, batch_size=batch, engine="ray",
+                                                    workers=2, shard_size=2 * batch, progress=False))
+    worst = max(float(np.max(np.abs(many.per_sample[m][k] - v) / np.maximum(np.abs(v), 1e-12)))
+                for m in methods for k, v in one.per_sample[m].items())
+    print(f"\nevaluate, {n} inputs, 2 methods x 4 metrics: one process {n / t_one:.1f} inputs/s ({t_one:.2f} s); "
+          f"Ray, 2 workers {n / t_many:.1f} inputs/s ({t_many:.2f} s, workers' start included); "
+          f"max rel. difference of the per-sample values {worst:.1e}")
 
 
 class _Noop:

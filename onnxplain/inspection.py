@@ -112,6 +112,10 @@ def _input_roles(canonical, named) -> dict:
     """{input name: its role} for the inputs section of ``inspect``."""
     how = "named with --input" if named else "automatic: the only float input, else the only image-shaped one"
     roles = {canonical.input_name: f"explained ({how})"}
+    tokens = canonical.tokens
+    if tokens is not None:  # a text model: explained through its word embeddings
+        roles[tokens.ids] = f"token ids: explained through their word embeddings '{canonical.input_name}'"
+        roles.update({name: f"filled with {value} (every token)" for name, value in tokens.filled.items()})
     for spec in canonical.side_inputs:
         roles[spec.name] = "fed by the caller (--feed " + spec.name + "=FILE.npy)" + \
             (", one row per sample or one for all" if spec.per_row else "")
@@ -120,20 +124,21 @@ def _input_roles(canonical, named) -> dict:
 
 def inspect_lines(model, input: str | None = None, output: str | None = None) -> list:
     """The report of ``onnxplain inspect``: inputs, outputs (which is explained and why, what the others
-    are), the chosen image input and logits, canonicalisation notes, the op histogram of the source and
+    are), the explained input and logits, canonicalisation notes, the op histogram of the source and
     canonical graph, and per method the ops that lack rules."""
     canonical = canonicalize(model, input=input, output=output)
     proto = onnx.load(model, load_external_data=False)
     weights = {t.name for t in proto.graph.initializer}
     lines = ["inputs:"]
     roles = _input_roles(canonical, input)
-    lines += [f"  {vi.name}: {value_info(vi)}  layout {_layout_guess(vi)}  {roles.get(vi.name, 'not used by the explained output')}"
+    lines += [f"  {vi.name}: {value_info(vi)}  " + ("" if canonical.tokens else f"layout {_layout_guess(vi)}  ")
+              + roles.get(vi.name, "not used by the explained output")
               for vi in proto.graph.input if vi.name not in weights]
     lines.append("outputs:")
     roles = canonical.output_roles
     lines += [f"  {vi.name}: {value_info(vi)}  {roles.get(vi.name, '')}".rstrip() for vi in proto.graph.output]
-    lines.append(f"image input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} "
-                 f"(layout {canonical.layout or '?'})")
+    kind = "token embeddings" if canonical.tokens else f"layout {canonical.layout or '-'}"
+    lines.append(f"explained input: {canonical.input_name} {_fmt_shape(canonical.input_shape)} ({kind})")
     if canonical.side_inputs:
         lines.append(f"fed inputs: {', '.join(s.describe() for s in canonical.side_inputs)} (held fixed; "
                      "--feed NAME=FILE.npy, inputs={NAME: array} in the API; export keeps them as inputs)")
@@ -150,7 +155,8 @@ def inspect_lines(model, input: str | None = None, output: str | None = None) ->
     problem = run_problem(canonical)
     if problem:
         lines.append(f"problem: {problem}")
-    elif not all(isinstance(d, (int, np.integer)) and d > 0 for d in canonical.input_shape[1:]):
+    elif canonical.tokens is None and not all(isinstance(d, (int, np.integer)) and d > 0
+                                              for d in canonical.input_shape[1:]):
         lines.append("note: the input size is not fixed, so the model was not test-run; explain images at the "
                      "size it was made for (--size H W)")
     lines += layer_lines(canonical)

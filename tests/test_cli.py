@@ -236,7 +236,7 @@ def test_export_refuses_the_model_path(model):
 def test_inspect_shows_inputs_ops_and_supported_methods(model):
     out = ok(run("inspect", model)).stdout
     assert re.search(r"^  image: float32 \[N, 3, 8, 8\]\s+layout nchw", out, re.M)
-    assert "image input: image" in out and "logits output: logits" in out
+    assert "explained input: image" in out and "logits output: logits" in out
     assert "stripped post-processing: Softmax" in out
     assert re.search(r"^  Softmax\s+1\s+-$", out, re.M) and re.search(r"^  Conv\s+1\s+1$", out, re.M)
     assert re.search(r"^  gradient\s+supported$", out, re.M)

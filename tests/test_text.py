@@ -125,3 +125,39 @@ def test_image_model_has_no_text(tokenizer_file):
     ex = onnxplain.Explainer(relu_cnn().SerializeToString(), device="cpu")
     with pytest.raises(onnxplain.OnnxplainError, match="no token-id inputs"):
         ex.explain_text("good", tokenizer_file)
+
+
+def test_inspect_text_model_names_the_token_inputs_and_no_image_layers(model_file):
+    """inspect on a BERT: the token ids are explained through the embeddings, the other token inputs are
+    filled; attention's [N, heads, T, d] tensors are not image layers (no CAM layer, no --size note)."""
+    from onnxplain.canonical import canonicalize
+    from onnxplain.methods.layers import cam_layers, path_layers
+
+    res = CliRunner().invoke(main, ["inspect", model_file])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "input_ids: int64 [N, T]  token ids: explained through their word embeddings 'embeddings'" in out
+    assert "attention_mask: int64 [N, T]  filled with 1" in out and "not used by the explained output" not in out
+    assert "explained input: embeddings [N, T, 16] (token embeddings)" in out
+    assert "image input" not in out and "--size H W" not in out
+    layers = path_layers(canonicalize(model_file))
+    heads = [lay for lay in layers if len(lay.shape) == 4]
+    assert heads and {lay.layout for lay in heads} == {"heads"} and cam_layers(canonicalize(model_file)) == []
+
+
+def test_vit_attention_tensors_are_heads_and_its_patch_grid_stays_an_image():
+    from transformer_nets import vit
+
+    from onnxplain.canonical import canonicalize
+    from onnxplain.methods.layers import default_cam_layer, path_layers
+
+    model = vit(seed=0)
+    canonical = canonicalize((model[0] if isinstance(model, tuple) else model).SerializeToString())
+    layers = path_layers(canonical)
+    by_layout = {}
+    for lay in layers:
+        by_layout.setdefault(lay.layout, []).append(lay)
+    assert [lay.op for lay in by_layout["nchw"] if lay.op != "input"] == ["Conv"]  # the patch embedding
+    assert by_layout["heads"] and all(lay.op in ("Reshape", "Transpose", "MatMul", "Div", "Softmax", "Add", "Mul")
+                                      for lay in by_layout["heads"])
+    assert default_cam_layer(canonical).layout == "tokens"

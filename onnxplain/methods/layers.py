@@ -8,6 +8,9 @@ lists the candidates). Its layout says where its channels are:
 * ``tokens`` — rank 3 ``[N, T, D]`` (vision transformers): channels on axis 2; the leading ``T − h·w``
   tokens (class token, registers) are dropped and the rest is the patch grid h × w, with h/w the input's
   aspect ratio (square inputs: h = w = ⌊√T⌋);
+* ``heads`` — rank 4 computed from a token sequence (attention's ``[N, heads, T, d]`` and ``[N, heads, T,
+  T]``): no spatial grid, not a CAM layer; a convolution or pooling resets it to ``nchw`` (MobileViT's fold
+  back to an image, the convolutions after a non-local block);
 * ``features`` — any other rank, channels on axis 1.
 
 The default CAM layer (:func:`default_cam_layer`): on a CNN the last rank-4 tensor with more than one
@@ -99,6 +102,10 @@ def _input_hw(canonical):
     return tuple(shape[1:3]) if canonical.layout == "nhwc" else tuple(shape[2:4])
 
 
+SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+               "DepthToSpace", "SpaceToDepth"}  # their rank-4 output is an image grid whatever came before
+
+
 def path_layers(canonical) -> list:
     """Every float tensor on the input→logits path as a :class:`Layer`, in topological order (input first)."""
     g = canonical.graph
@@ -107,13 +114,20 @@ def path_layers(canonical) -> list:
     hw = _input_hw(canonical)
     layers = []
     first = _layer(x, None, hw)
+    sequence = {x.name} if len(x.shape or []) == 3 else set()  # tensors computed from a token sequence
     if first is not None:
         if len(x.shape or []) == 4 and canonical.layout == "nhwc":
             first.layout = "nhwc"
         layers.append(first)
     for node in nodes:
+        from_sequence = node.op not in SPATIAL_OPS and any(i.name in sequence for i in node.inputs)
         for o in node.outputs:
+            rank = len(o.shape) if o.shape is not None else None
+            if rank == 3 or (rank == 4 and from_sequence):
+                sequence.add(o.name)
             if o.name in tensors and (lay := _layer(o, node, hw)) is not None:
+                if rank == 4 and from_sequence:
+                    lay.layout = "heads"
                 layers.append(lay)
     return layers
 
