@@ -56,6 +56,7 @@ def evaluate_command(model, data, methods, metrics, metric_options, outdir, inpu
     inputs. Each method explains every input; each metric scores the maps (faithfulness by perturbation,
     randomisation sanity checks, complexity, and localisation with --masks). Prints a ranking per metric
     (mean and 95 % bootstrap interval, best first; methods failing the randomisation check flagged).
+    An image that cannot be read is reported and left out (exit status 3; the report covers the others).
     With --ray the inputs are measured in shards by the workers of a Ray cluster (the same values).
     """
     from .evaluation.files import evaluate_files
@@ -65,9 +66,13 @@ def evaluate_command(model, data, methods, metrics, metric_options, outdir, inpu
                                             output=output_name, figures="auto" if figures is None else figures,
                                             **options, **ray_values(ray_address, workers))
     click.echo(rep.table())
+    for name, error in rep.skipped:
+        click.echo(f"skipped: {error}" if name in error else f"skipped {name}: {error}", err=True)
     click.echo(f"wrote {', '.join(written)}", err=True)
     if exported:
         click.echo(f"wrote {exported[0]} (explainer of {exported[1]}, best on {options['by']})")
+    if rep.skipped:  # as explain: some inputs failed, the others are done
+        raise click.exceptions.Exit(3)
 
 
 __all__ = ["evaluate_command"]

@@ -61,3 +61,28 @@ def test_evaluate_user_errors_are_one_line(tmp_path):
     res = runner.invoke(main, ["evaluate", MODEL, IMAGES, "-m", "gradient", "-M", "sparseness=1"])
     assert res.exit_code == 2 and "METRIC.KEY=VALUE" in res.output
     assert not os.path.exists("onnxplain-eval")
+
+
+def test_an_unreadable_image_is_skipped_and_reported(tmp_path):
+    """A corrupt file is left out (one line on stderr, exit status 3), the others are evaluated, and the
+    report names the rows: the values equal those of the good images alone, mask matching follows."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    good = sorted(os.listdir(IMAGES))[:3]
+    for f in good:
+        with Image.open(os.path.join(IMAGES, f)) as im:
+            im.save(folder / f)
+    (folder / good[1].replace(".png", "_bad.png")).write_bytes(b"not an image")
+    args = ["evaluate", MODEL, "-m", "gradient", "--metric", "sparseness", "--metric", "pixel_flipping",
+            "-M", "pixel_flipping.steps=8", "--no-figures"]
+    res = CliRunner().invoke(main, [args[0], args[1], str(folder), *args[2:], "-o", str(tmp_path / "a")])
+    assert res.exit_code == 3, res.output
+    assert res.output.count("skipped: ") == 1 and "_bad.png is not an image" in res.output
+    alone = CliRunner().invoke(main, [args[0], args[1], *[os.path.join(IMAGES, f) for f in good], *args[2:],
+                                      "-o", str(tmp_path / "b")])
+    assert alone.exit_code == 0, alone.output
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [os.path.basename(f) for f in a["inputs"]] == good and len(a["skipped"]) == 1
+    for key in ("sparseness", "pixel_flipping"):
+        np.testing.assert_allclose(a["per_sample"]["gradient"][key], b["per_sample"]["gradient"][key], rtol=1e-6)

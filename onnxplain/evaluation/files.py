@@ -12,7 +12,7 @@ from ..errors import OnnxplainError
 from ..explainer import Explainer
 from ..fileio import refuse_inputs
 from ..images import Preprocessing
-from ..patterns.data import data_files, iter_batches
+from ..patterns.data import data_files
 from .api import evaluate, load_masks, method_specs
 from .figures import FIGURES
 from .registry import metric_spec
@@ -57,7 +57,9 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     """Evaluate ``methods`` on the inputs in ``data`` and write the report into ``outdir`` (``engine="ray"``:
     on a Ray cluster at ``address`` with ``workers`` actors, see :mod:`.sharded`).
 
-    Returns (report, written paths, (exported path, method) or None)."""
+    An image that cannot be decoded is left out and listed in ``report.skipped`` [(file, message)];
+    ``report.inputs`` names the rows evaluated. Returns (report, written paths, (exported path, method) or
+    None)."""
     canonical = canonicalize(model, input=input, output=output)
     files = data_files(list(data))
     inputs = [*source_files(canonical.source), patterns, masks, *files]
@@ -66,8 +68,9 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     wanted = metric_options(metrics, options)
     if export_best and by is None:
         raise OnnxplainError("--export-best needs --by METRIC: the metric that decides which method is best")
-    x = np.concatenate(list(iter_batches(list(data), canonical, batch_size, limit, size=size, mean=mean, std=std,
-                                         scale=scale, layout=layout)))
+    x, sources, skipped = read_inputs(data, canonical, batch_size, limit, size=size, mean=mean, std=std, scale=scale,
+                                      layout=layout)
+    files = [f for f in files if f not in {name for name, _ in skipped}]
     if masks is not None and not (os.path.isfile(masks) and masks.lower().endswith(".npy")):
         if len(files) != len(x) or any(f.lower().endswith(".npy") for f in files):
             files = files[:len(x)]
@@ -79,6 +82,7 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
                    masks=m, batch_size=batch_size, seed=seed, convention=convention, device=device,
                    preprocessing=Preprocessing(scale, mean, std), progress=progress, engine=engine, address=address,
                    workers=workers)
+    rep.inputs, rep.skipped = sources, skipped
     written = rep.save(outdir, figures, protected=inputs)
     exported = None
     if export_best:
@@ -89,4 +93,26 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     return rep, written, exported
 
 
-__all__ = ["evaluate_files", "cli_methods", "metric_options", "method_specs"]
+def read_inputs(data, canonical, batch_size, limit=None, **preprocessing):
+    """(x, the name of each row, [(file, message)] of the images left out because they cannot be decoded)."""
+    from ..patterns.shards import plan_batches, read_shard
+
+    if not data_files(list(data)):
+        raise OnnxplainError("no inputs: pass image, .npy or .parquet files or folders that hold some")
+    batches = plan_batches(list(data), canonical, batch_size, limit)
+    skipped: list = []
+    parts, names = [], []
+    for b in batches:
+        before = len(skipped)
+        for x in read_shard([b], canonical, skipped, **preprocessing):
+            parts.append(x)
+        bad = {f for f, _ in skipped[before:]}
+        names += [f for f in b.files if f not in bad] if b.kind == "images" else \
+            [f"{b.files[0]}[{i}]" for i in range(b.start, b.stop) if f"{b.files[0]} row {i}" not in bad]
+    if not parts:
+        raise OnnxplainError(f"no input could be read ({len(skipped)} skipped; the first: {skipped[0][1]})" if skipped
+                             else "no inputs to evaluate")
+    return np.concatenate(parts), names, skipped
+
+
+__all__ = ["evaluate_files", "read_inputs", "cli_methods", "metric_options", "method_specs"]

@@ -41,6 +41,8 @@ class Report:
         self.curves = {m: {} for m in methods}
         self.sanity, self.relevance, self.info = {}, {}, {m: {} for m in methods}
         self.metrics: list = []
+        self.inputs: list | None = None   # the name of each row (files, file[row]) when read from files
+        self.skipped: list = []           # [(file, message)]: inputs left out because they cannot be read
 
     def add(self, method, metric, result):
         if metric not in self.metrics:
@@ -148,7 +150,8 @@ class Report:
             "convention": self.convention, "methods": {m: {"method": n, "options": o} for m, (n, o) in self.specs.items()},
             "target": self.target, "scores": self.scores, "per_sample": self.per_sample, "curves": self.curves,
             "rankings": {k: [r.__dict__ for r in self.ranking(k)] for k in self.ranked_keys()},
-            "sanity": {m: {k: v for k, v in s.items() if k != "maps"} for m, s in self.sanity.items()}})
+            "sanity": {m: {k: v for k, v in s.items() if k != "maps"} for m, s in self.sanity.items()},
+            "inputs": self.inputs, "skipped": [{"file": f, "error": e} for f, e in self.skipped]})
 
     def save(self, outdir, figures="auto", protected=()) -> list:
         """Write report.json, summary.md and (matplotlib installed, or ``figures=True``) curves.png,
