@@ -240,3 +240,20 @@ class Preprocessing:
 
     def __repr__(self):
         return f"Preprocessing(scale={self.scale}, mean={self.mean}, std={self.std})"
+
+
+def resize_matrix(n_in: int, n_out: int, align_corners: bool = False) -> np.ndarray:
+    """[n_out, n_in] linear interpolation (half-pixel like OpenCV, or align_corners like torch's
+    UpsamplingBilinear2d), coordinates clamped to the border: CAM upsampling and RISE's masks use it."""
+    if align_corners:
+        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..images import resize_matrix
+
 CAM_EPS = {"grad_cam_plus_plus": 1e-6, "xgrad_cam": 1e-7}
 SCALE_EPS = 1e-7
 
@@ -104,23 +106,6 @@ def grid_np(a: np.ndarray, layer) -> np.ndarray:
         return a.transpose(0, 3, 1, 2)
     h, w = layer.grid
     return a[:, layer.drop:].reshape(len(a), h, w, -1).transpose(0, 3, 1, 2)
-
-
-def resize_matrix(n_in: int, n_out: int, align_corners: bool = False) -> np.ndarray:
-    """[n_out, n_in] linear interpolation (half-pixel like OpenCV, or align_corners like torch's
-    UpsamplingBilinear2d), coordinates clamped to the border."""
-    if align_corners:
-        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
-    else:
-        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    pos = np.clip(pos, 0, n_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = pos - lo
-    m = np.zeros((n_out, n_in))
-    m[np.arange(n_out), lo] += 1 - frac
-    m[np.arange(n_out), hi] += frac
-    return m
 
 
 def resize_np(m: np.ndarray, size, align_corners: bool = False) -> np.ndarray:

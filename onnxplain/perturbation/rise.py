@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import OnnxplainError
+from ..images import resize_matrix
 from ..methods import Explanation, ModelMethod, register, resolve_target
 from ..options import check_choice, check_progress, positive
 from ..progress import Progress
@@ -15,19 +16,6 @@ from .replacement import SCORES, axis_roles, replacement_values, scores
 
 
 # ------------------------------------------------------------------------------------------------
-def _upsample_matrix(size: int, grid: int) -> np.ndarray:
-    """(size, grid) bilinear interpolation from ``grid`` cell centres to ``size`` pixel centres."""
-    u = (np.arange(size) + 0.5) * grid / size - 0.5
-    u = np.clip(u, 0, grid - 1)
-    lo = np.floor(u).astype(int)
-    hi = np.minimum(lo + 1, grid - 1)
-    frac = u - lo
-    m = np.zeros((size, grid))
-    m[np.arange(size), lo] += 1 - frac
-    m[np.arange(size), hi] += frac
-    return m
-
-
 class RiseMasks:
     """The masks of RISE: binary grids (``grid`` cells per spatial axis, kept with probability ``p``),
     upsampled bilinearly to (grid+1)·⌈D/grid⌉ and cropped at a random shift in [0, ⌈D/grid⌉)."""
@@ -39,7 +27,7 @@ class RiseMasks:
         self.grids = (rng.random((n,) + (grid,) * k) < p).astype(np.float64)
         cells = [int(np.ceil(d / grid)) for d in self.sizes]
         self.shifts = np.stack([rng.integers(0, c, n) for c in cells], 1) if n else np.zeros((0, k), int)
-        self.up = [_upsample_matrix((grid + 1) * c, grid) for c in cells]
+        self.up = [resize_matrix(grid, (grid + 1) * c) for c in cells]  # grid cell centres → pixels
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         """Masks ``start:stop`` as (count, *spatial sizes) float64."""
