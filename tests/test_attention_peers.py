@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.machinery
 import importlib.util
 import math
 import sys
-import types
 
 import numpy as np
 import pytest
+from module_stubs import stub_modules
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -52,30 +51,13 @@ def _lxt():
         import lxt.efficient as efficient
         import lxt.efficient.patches as patches
         return efficient, patches
-    names = ("torchvision", "torchvision.models", "torchvision.models.vision_transformer",
-             "torchvision.models.resnet")
-    stubs = {n: types.ModuleType(n) for n in names}
-    for n, m in stubs.items():
-        m.__spec__ = importlib.machinery.ModuleSpec(n, None)
-    stubs["torchvision"].models = stubs["torchvision.models"]
-    stubs["torchvision.models"].vision_transformer = stubs["torchvision.models.vision_transformer"]
-    stubs["torchvision.models"].resnet = stubs["torchvision.models.resnet"]
-    stubs["torchvision.models.vision_transformer"].nn = nn
-    stubs["torchvision.models.resnet"].BasicBlock = type("BasicBlock", (nn.Module,), {})
-    stubs["torchvision.models.resnet"].Bottleneck = type("Bottleneck", (nn.Module,), {})
-    saved = {n: sys.modules.get(n) for n in names}
-    sys.modules.update(stubs)
-    try:
+    block = {"BasicBlock": type("BasicBlock", (nn.Module,), {}), "Bottleneck": type("Bottleneck", (nn.Module,), {})}
+    with stub_modules({"torchvision": {}, "torchvision.models": {}, "torchvision.models.vision_transformer": {"nn": nn},
+                       "torchvision.models.resnet": block}):
         if importlib.util.find_spec("zennit") is not None:
             import zennit  # noqa: F401  (before lxt, whose Zennit patch needs it)
         import lxt.efficient as efficient
         import lxt.efficient.patches as patches
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
     return efficient, patches
 
 

@@ -18,13 +18,13 @@ does not import, stub modules stand in while pytorch_grad_cam imports (as tests/
 """
 from __future__ import annotations
 
-import importlib.machinery
+import importlib
 import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
+from module_stubs import stub_modules
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
@@ -49,35 +49,16 @@ def _importable(name):
 
 
 def _import_gradcam():
-    import importlib
+    def noop(*args, **kw):
+        return None
 
-    stubs = {}
-    for root in ("torchvision", "matplotlib"):
-        if _importable(root):
-            continue
-        for name, attrs in STUBS.items():
-            if name.split(".")[0] == root:
-                mod = types.ModuleType(name)
-                mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
-                for a in attrs:
-                    setattr(mod, a, lambda *args, **kw: None)
-                stubs[name] = mod
-    for name, mod in stubs.items():
-        parent, _, child = name.rpartition(".")
-        if parent in stubs:
-            setattr(stubs[parent], child, mod)
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
-        return importlib.import_module("pytorch_grad_cam")
-    except ImportError:
-        pytest.skip("pytorch_grad_cam is not installed")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    stubbed = {name: {a: noop for a in attrs} for name, attrs in STUBS.items()
+               if not _importable(name.split(".")[0])}
+    with stub_modules(stubbed):
+        try:
+            return importlib.import_module("pytorch_grad_cam")
+        except ImportError:
+            pytest.skip("pytorch_grad_cam is not installed")
 
 
 gc = _import_gradcam()

@@ -21,13 +21,11 @@ canonizer only recognises torchvision's own class and the ResNet cases are skipp
 """
 from __future__ import annotations
 
-import importlib.machinery
-import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
+from module_stubs import stub_modules
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -72,23 +70,9 @@ def _import_zennit():
         return False
     except ImportError:
         pass
-    stubs = {}
-    for name in ("torchvision", "torchvision.models", "torchvision.models.resnet"):
-        stubs[name] = types.ModuleType(name)
-        stubs[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
-    stubs["torchvision"].models = stubs["torchvision.models"]
-    stubs["torchvision.models"].resnet = stub = stubs["torchvision.models.resnet"]
-    stub.BasicBlock, stub.Bottleneck = BasicBlock, _Bottleneck
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
+    resnet = {"BasicBlock": BasicBlock, "Bottleneck": _Bottleneck}
+    with stub_modules({"torchvision": {}, "torchvision.models": {}, "torchvision.models.resnet": resnet}):
         pytest.importorskip("zennit")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
     return True
 
 
