@@ -60,18 +60,24 @@ class Target(click.ParamType):
         return ts[0] if len(ts) == 1 else tuple(ts)
 
 
+def _pairs(ctx, param, values, form: str, empty_value: bool = False) -> dict:
+    """{KEY: VALUE} of repeated ``KEY=VALUE`` arguments (stripped); ``form`` names the expected shape in the
+    error (e.g. ``OP=RULE[:k=v,...]``)."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not (value.strip() or empty_value):
+            raise click.BadParameter(f"expected {form}, got {item!r}", ctx, param)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def parse_options(ctx, param, values) -> dict:
     if not values:  # nothing to parse: import nothing (argument errors answer without numpy)
         return {}
     from .options import parse_value
 
-    options = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", ctx, param)
-        options[key.strip().replace("-", "_")] = parse_value(value.strip())
-    return options
+    return {k.replace("-", "_"): parse_value(v) for k, v in _pairs(ctx, param, values, "KEY=VALUE", True).items()}
 
 
 def parse_floats(ctx, param, values):
@@ -141,13 +147,7 @@ dataset_options = compose(
 
 
 def parse_rules(ctx, param, values) -> dict:
-    rules = {}
-    for item in values:
-        key, sep, rule = item.partition("=")
-        if not sep or not key.strip() or not rule.strip():
-            raise click.BadParameter(f"expected OP=RULE[:k=v,...], got {item!r}", ctx, param)
-        rules[key.strip()] = rule.strip()
-    return rules
+    return _pairs(ctx, param, values, "OP=RULE[:k=v,...]")
 
 
 rule_options = compose(
@@ -186,13 +186,7 @@ graph_options = compose(
 )
 
 def parse_feeds(ctx, param, values) -> dict:
-    feeds = {}
-    for item in values:
-        key, sep, path = item.partition("=")
-        if not sep or not key.strip() or not path.strip():
-            raise click.BadParameter(f"expected NAME=FILE.npy, got {item!r}", ctx, param)
-        feeds[key.strip()] = path.strip()
-    return feeds
+    return _pairs(ctx, param, values, "NAME=FILE.npy")
 
 
 feed_option = click.option(
