@@ -167,10 +167,12 @@ class Explainer:
         return Feeds(self.runner.side, inputs, n, self.canonical.source or "the model")
 
     def logits(self, x, *, inputs: dict | None = None) -> np.ndarray:
-        """Forward pass of the canonical model: the logits (``inputs``: as for :meth:`explain`)."""
+        """Forward pass of the canonical model: the logits (``inputs``: as for :meth:`explain`), in the
+        source model's output dtype as :meth:`explain` returns them (an fp16 model computed in float32 gives
+        float16 logits here too)."""
         x = self._check_input(x)
         with self.runner.feeding(self._feeds(inputs, len(x))):
-            return self.runner.logits(x)
+            return self.runner.logits(x).astype(self.canonical.boundary_dtypes[1], copy=False)
 
     def explain(self, x, target=None, *, top_k: int | None = None, inputs: dict | None = None) -> Explanation:
         """Relevance of every input element for the target logit (default: each row's top-1 class).

@@ -94,6 +94,7 @@ def test_fp16_model_is_explained_in_float32(data, keep_io_types):
         assert _elem_types(built) == ([io], [io, io, TensorProto.INT64])  # the model's dtypes at the boundary
         res = ex.explain(xin, target=target)
         assert res.relevance.dtype == res.logits.dtype == np.dtype(xin.dtype)
+        np.testing.assert_array_equal(ex.logits(xin), res.logits)  # the same dtype and values as explain's
         ref = _run(model, xin).astype(np.float32)
         np.testing.assert_allclose(res.logits.astype(np.float32), ref, rtol=1e-2, atol=1e-2 * np.abs(ref).max())
         assert _cosine(res.relevance, grad).mean() >= 0.99
