@@ -155,10 +155,11 @@ def test_evaluate_on_ray_equals_one_process(cluster):
     x = np.stack([np.asarray(im, np.float32)[None] / 255 for im in digits(18)])
     metrics = {"region_perturbation": {"patch_size": 4, "regions": 6}, "deletion": {"steps": 6, "baseline": "uniform"},
                "faithfulness_correlation": {"nr_runs": 8, "subset_size": 16}, "road": {"percentages": [10, 50]},
-               "mprt": {}, "random_logit": {}, "sparseness": {}}
-    one = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, batch_size=4)
-    many = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, batch_size=4, engine="ray",
-                              workers=2, shard_size=8, progress=False)
+               "mprt": {}, "random_logit": {}, "sparseness": {}, "relevance_rank": {}}
+    masks = x[:, 0] > 0.5  # the strokes: ground truth cut into the shards with the inputs
+    one = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, masks=masks, batch_size=4)
+    many = onnxplain.evaluate(MODEL, x, ["gradient", "lrp.epsilon_plus_flat"], metrics, masks=masks, batch_size=4,
+                              engine="ray", workers=2, shard_size=8, progress=False)
     for m in one.methods:
         np.testing.assert_array_equal(many.relevance[m], one.relevance[m])
         for key, v in one.per_sample[m].items():
