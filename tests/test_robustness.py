@@ -356,6 +356,19 @@ def test_model_declaring_more_than_the_memory_available(tmp_path, image):
             "initializer 'w'")
 
 
+def test_in_memory_weight_declaring_huge_dims_is_named_not_called_too_big():
+    """An in-memory initializer whose dims declare 4 TB but which holds 16 bytes: the memory check measures
+    what it holds (only when the declared total is over the limit), and the data check names the tensor."""
+    g = helper.make_graph([n_("MatMul", ["x", "w"], ["y"])], "lie",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1_000_000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1_000_000])])
+    g.initializer.add(name="w", data_type=TensorProto.FLOAT, dims=[1_000_000, 1_000_000], raw_data=b"\0" * 16)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OnnxplainError) as e:
+        onnxplain.canonicalize(m.SerializeToString())
+    assert "'w'" in str(e.value) and "memory available" not in str(e.value)
+
+
 def test_memory_limit_counts_every_weight(model, monkeypatch):
     monkeypatch.setattr(validation, "available_memory", lambda: 1000)  # the CNN holds 1.3 KB of weights
     with pytest.raises(OnnxplainError, match="more than the 1.0 KB of memory available"):
