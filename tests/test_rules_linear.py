@@ -54,13 +54,7 @@ CONV_CASES = {
     "depthwise_x2": ((5, 5), 3, 6, (3, 3), dict(group=3, pads=[1, 1, 1, 1]), True),
     "no_bias": ((5, 5), 2, 3, (3, 3), dict(strides=[2, 2]), False),
     "1x1": ((4, 4), 3, 2, (1, 1), dict(), True),
-    # stride-s adjoints as one stride-1 Conv + DepthToSpace (polyphase): kernels ≥ stride, equal strides
-    "s2_7x7_pad3": ((9, 8), 3, 4, (7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3]), True),
-    "s2_4x3_asym": ((8, 7), 2, 3, (4, 3), dict(strides=[2, 2], pads=[1, 0, 2, 1]), True),
-    "s3_3x4": ((10, 11), 2, 2, (3, 4), dict(strides=[3, 3], pads=[1, 2, 0, 1]), True),
 }
-POLYPHASE = ("s2_unread_rows", "s2_pad_unread", "no_bias", "s2_7x7_pad3", "s2_4x3_asym", "s3_3x4")
-POLYPHASE_BY_DEFAULT = ("s2_7x7_pad3",)  # few zero taps in the stacked kernel (linear.POLYPHASE_WASTE)
 
 
 def _conv_model(spatial, cin, cout, kernel, attrs, bias, *, op="Conv", seed=0):
@@ -84,19 +78,6 @@ def test_conv(case):
     m = _conv_model(spatial, cin, cout, kernel, attrs, bias)
     x = randn((2, cin) + spatial)
     check_gradient(m, x, **F32)
-    assert ("DepthToSpace" in backward_ops(m)) == (case in POLYPHASE_BY_DEFAULT)
-
-
-@pytest.mark.parametrize("case", POLYPHASE)
-def test_conv_polyphase_adjoint(case, monkeypatch):
-    """Every stride-s adjoint that the polyphase form can take (equal strides, kernel ≥ stride, no dilation,
-    one group), forced whatever its zero taps cost, against finite differences."""
-    from onnxplain.rules import linear
-    monkeypatch.setattr(linear, "POLYPHASE_WASTE", 100.0)
-    spatial, cin, cout, kernel, attrs, bias = CONV_CASES[case]
-    m = _conv_model(spatial, cin, cout, kernel, attrs, bias)
-    assert "DepthToSpace" in backward_ops(m) and "ConvTranspose" not in backward_ops(m)
-    check_gradient(m, randn((2, cin) + spatial), **F32)
 
 
 @pytest.mark.parametrize("attrs", [dict(strides=[2], pads=[1, 2]), dict(dilations=[3]), dict(strides=[3])])

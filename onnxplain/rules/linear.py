@@ -31,61 +31,12 @@ def _stride1_adjoint(b, g, w, kernel, strides, pads, dil, group):
                 group=group)
 
 
-# the most multiply-adds of the stacked phase kernels ÷ the true ones: ResNet's 7×7/2 stem (4·4²/7² = 1.31)
-# ran its adjoint in 0.89 of ConvTranspose's time, 3×3/2 (4·2²/3² = 1.78) in 0.9-1.5 (8 images, 2 cores)
-POLYPHASE_WASTE = 1.35
-
-
-def _polyphase_adjoint(b, g, w, x, kernel, strides, pads, dil, group, out_size):
-    """The adjoint of a 2-D convolution with stride s > 1 (both axes), constant weights, no dilation and one
-    group as one stride-1 Conv and a DepthToSpace: output phase (a_h, a_w) of x (rows s·u + a_h, columns
-    s·v + a_w) is a stride-1 correlation of g with the taps k ≡ a + p (mod s) of the flipped, transposed
-    kernel, and the s² phases stacked as channels interleave into x's grid (DCR order). onnxruntime runs
-    it in its blocked convolution kernels instead of ConvTranspose's col2im. None when it does not apply
-    (a phase without taps: kernel < stride)."""
-    n, o = spatial_dims(x), out_size or spatial_dims(g)
-    if (not isinstance(w, gs.Constant) or pads is None or len(kernel) != 2 or group != 1 or n is None or o is None
-            or strides[0] != strides[1] or strides[0] < 2 or any(d != 1 for d in dil)
-            or any(k < strides[0] for k in kernel)):
-        return None
-    s, W = int(strides[0]), w.values
-    M, C = W.shape[:2]
-    # tap of g[u + δ] in phase a of axis i: k = a + p − s·δ; δ from lo to hi over all phases
-    deltas = [[(a + pads[i] - k) // s for a in range(s) for k in range(kernel[i]) if (a + pads[i] - k) % s == 0]
-              for i in range(2)]
-    lo, hi = [min(d) for d in deltas], [max(d) for d in deltas]
-    if any(v > 0 for v in lo):
-        return None
-    L = [hi[i] - lo[i] + 1 for i in range(2)]
-    if s * s * L[0] * L[1] > POLYPHASE_WASTE * kernel[0] * kernel[1]:  # taps of zeros: more work than it saves
-        return None
-    V = np.zeros((s, s, C, M, L[0], L[1]), W.dtype)
-    for a in range(s):
-        for j in range(L[0]):
-            kh = a + pads[0] - s * (lo[0] + j)
-            if not 0 <= kh < kernel[0]:
-                continue
-            for c_ in range(s):
-                for jw in range(L[1]):
-                    kw = c_ + pads[1] - s * (lo[1] + jw)
-                    if 0 <= kw < kernel[1]:
-                        V[a, c_, :, :, j, jw] = W[:, :, kh, kw].T
-    U = [-(-n[i] // s) for i in range(2)]  # rows and columns of each phase; a longer output is cropped
-    ends = [max(U[i] - o[i] + hi[i], 0) for i in range(2)]
-    out = b.op("Conv", g, b.const(V.reshape(s * s * C, M, L[0], L[1])), kernel_shape=L, strides=[1, 1],
-               pads=[-lo[0], -lo[1]] + ends, group=1)
-    out = b.op("DepthToSpace", out, blocksize=s, mode="DCR")
-    return b.op("Slice", out, b.ints([0, 0]), b.ints(list(n)), b.ints([2, 3]))
-
-
 def conv_vjp(b, node, g, w):
     """Wᵀg for the Conv ``node`` (input x = node.inputs[0]): a ConvTranspose with the same geometry,
     completed to x's spatial size (rows/columns the forward never read get zero)."""
     x = node.inputs[0]
     kernel, strides, pads, dil, group, mode = conv_window(node)
     fast = _stride1_adjoint(b, g, w, kernel, strides, pads, dil, group)
-    if fast is None:
-        fast = _polyphase_adjoint(b, g, w, x, kernel, strides, pads, dil, group, spatial_dims(node.outputs[0]))
     if fast is not None:
         return fast
     if pads is None:
