@@ -106,11 +106,13 @@ def test_conv_patterns_equal_numpy_im2col(case):
 
 
 @pytest.mark.parametrize("case", ["plain", "stride2_pad", "dilation2", "5x5_stride3"])
-@pytest.mark.parametrize("per", [1, 2])
+@pytest.mark.parametrize("per", [1, 2, 0])
 def test_conv_patterns_with_offsets_split_over_products(case, per, monkeypatch):
-    """The statistics graph's correlations with 1 or 2 kernel offsets per product (CONCAT_BYTES as small as
-    that: large layers) equal numpy's im2col sums as with all offsets in one."""
+    """The per-image correlations of large images (_conv_corr_flat, forced here on small ones) with 1 or 2
+    kernel offsets per product (CONCAT_BYTES as small as that: large layers) or all (0) equal numpy's im2col
+    sums."""
     from onnxplain.patterns import statistics_graph
+    monkeypatch.setattr(statistics_graph, "FLAT_MIN_POSITIONS", 1)
     kw = dict(CONV_CASES[case], C=5)
     model, w, b = conv_relu_model(**kw)
     x = randn((4, 5, kw.get("H", 9), kw.get("W", 8)), seed=3)
@@ -122,6 +124,7 @@ def test_conv_patterns_with_offsets_split_over_products(case, per, monkeypatch):
     span = [size[i] + pads[i] + pads[2 + i] for i in range(2)]
     out = [(span[i] - dil[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(2)]
     R = np.prod([max(out[i] + dil[i] * (kernel[i] - 1) // strides[i], -(-span[i] // strides[i])) for i in range(2)])
+    per = per or int(np.prod(kernel))
     monkeypatch.setattr(statistics_graph, "CONCAT_BYTES", per * 5 * 4 * int(R))  # per offsets of (C, R) float32
     canonical = onnxplain.canonicalize(model)
     stats_model, _ = statistics_graph.statistics_model(canonical, P.find_layers(canonical.graph), "all",
