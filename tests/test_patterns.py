@@ -105,6 +105,40 @@ def test_conv_patterns_equal_numpy_im2col(case):
     np.testing.assert_allclose(s["sy"], Y.sum(0), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("case", ["plain", "stride2_pad", "dilation2", "5x5_stride3"])
+@pytest.mark.parametrize("per", [1, 2, 0])
+def test_conv_patterns_with_offsets_split_over_products(case, per, monkeypatch):
+    """The per-image correlations of large images (_conv_corr_flat, forced here on small ones) with 1 or 2
+    kernel offsets per product (CONCAT_BYTES as small as that: large layers) or all (0) equal numpy's im2col
+    sums."""
+    from onnxplain.patterns import statistics_graph
+    monkeypatch.setattr(statistics_graph, "FLAT_MIN_POSITIONS", 1)
+    kw = dict(CONV_CASES[case], C=5)
+    model, w, b = conv_relu_model(**kw)
+    x = randn((4, 5, kw.get("H", 9), kw.get("W", 8)), seed=3)
+    X, Y = conv_rows(x, w, 1, kw.get("kernel", (3, 3)), kw.get("strides", (1, 1)), kw.get("pads", (1, 1, 1, 1)),
+                     kw.get("dil", (1, 1)))
+    kernel, strides, pads, dil = (kw.get(k, v) for k, v in (("kernel", (3, 3)), ("strides", (1, 1)),
+                                                              ("pads", (1, 1, 1, 1)), ("dil", (1, 1))))
+    size = [kw.get("H", 9), kw.get("W", 8)]
+    span = [size[i] + pads[i] + pads[2 + i] for i in range(2)]
+    out = [(span[i] - dil[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(2)]
+    R = np.prod([max(out[i] + dil[i] * (kernel[i] - 1) // strides[i], -(-span[i] // strides[i])) for i in range(2)])
+    per = per or int(np.prod(kernel))
+    monkeypatch.setattr(statistics_graph, "CONCAT_BYTES", per * 5 * 4 * int(R))  # per offsets of (C, R) float32
+    canonical = onnxplain.canonicalize(model)
+    stats_model, _ = statistics_graph.statistics_model(canonical, P.find_layers(canonical.graph), "all",
+                                                        sample_shape=x.shape[1:])
+    products = sum(n.op_type == "MatMul" for n in stats_model.graph.node)
+    assert products == -(-int(np.prod(kernel)) // per) + 1  # the offsets' products and the sum over images
+    pats = P.fit_patterns(model, x, estimator="all", batch_size=3, device="cpu")
+    name = pats.names[0]
+    Wm = w.reshape(len(w), -1)
+    np.testing.assert_allclose(pats.matrix(name, "two_component"), ref_two_component(X, Y, Y + b, Wm),
+                               rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(pats.matrix(name, "linear"), ref_linear(X, Y, Wm), rtol=2e-4, atol=2e-5)
+
+
 def test_conv1d_patterns_equal_numpy_im2col():
     rng = np.random.default_rng(2)
     w, b = rng.standard_normal((5, 3, 3)) * 0.5, rng.standard_normal(5) * 0.3

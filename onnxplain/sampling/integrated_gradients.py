@@ -114,7 +114,11 @@ class IntegratedGradients(ModelMethod):
             r = np.arange(start, min(start + bs, n * steps))
             k, i = r // n, r % n
             g = runner.graph_relevance(self._gradient, xb[i] + a32[k].reshape(lift) * diff[i], t[i])
-            np.add.at(total, i, weights[k].reshape(lift) * g)
+            # Σ over the chunk's rows of each sample, weighted: one float64 product (np.add.at: 4× slower)
+            rows, inv = np.unique(i, return_inverse=True)
+            A = np.zeros((len(rows), len(r)))
+            A[inv, np.arange(len(r))] = weights[k]
+            total[rows] += (A @ g.reshape(len(r), -1)).reshape((len(rows),) + x.shape[1:])
             bar.update(len(r))
         return (total * diff).astype(x.dtype)
 
