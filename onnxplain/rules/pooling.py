@@ -32,7 +32,8 @@ def _flat_size(b, x):
 def max_pool(ctx, node, gouts):
     """y[o] = x[i(o)] with i(o) the index MaxPool reports (Indices output, storage_order 0)  ⇒
     ∂x = Σ_o g[o]·e_{i(o)}: ScatterElements(add) into the flattened input, so overlapping windows
-    sum and ties go where the forward took the value from. The Indices output has no gradient."""
+    sum and ties go where the forward took the value from. The Indices output has no gradient. In a float16
+    graph the sums are taken in float32 (onnxruntime's CPU kernel has no float16 'add'; fewer roundings too)."""
     b, x, g = ctx.b, node.inputs[0], gouts[0]
     if g is None or not ctx.needs_grad(x):
         return [None]
@@ -43,8 +44,14 @@ def max_pool(ctx, node, gouts):
         attrs = dict(node.attrs)
         attrs["storage_order"] = 0
         _, idx = b.op("MaxPool", x, n_out=2, hint="maxpool_idx", **attrs)
-    flat = b.op("ScatterElements", b.zeros(_flat_size(b, x), x), b.reshape(idx, [-1]), b.reshape(g, [-1]),
-                axis=0, reduction="add")
+    src = b.reshape(g, [-1])
+    half = b.dtype_of(x) == np.float16  # onnxruntime's CPU ScatterElements has no float16 'add': sum in float32
+    if half:
+        src = b.cast(src, np.float32)
+    flat = b.op("ScatterElements", b.zeros(_flat_size(b, x), src), b.reshape(idx, [-1]), src, axis=0,
+                reduction="add")
+    if half:
+        flat = b.cast(flat, np.float16)
     return [b.reshape_like(flat, x)]
 
 
