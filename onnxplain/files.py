@@ -223,7 +223,7 @@ def _layout(rel, picture) -> str:
 def _row(res, method, j, k, top, p, labels, figure, npy, png, outdir, request) -> dict:
     rel = np.asarray(res.relevance[method][j], np.float64)
     rel_of = lambda f: f and os.path.relpath(f, outdir)  # noqa: E731
-    row = {"input": res.source, "sample": res.entry.stem, "method": method,
+    row = {"input": res.source, "sample": res.entry.stem, "method": method, "layer": res.layers.get(method),
            "predicted": top, "predicted_label": label_of(labels, top), "predicted_score": float(p[top]),
            "class": k, "label": label_of(labels, k), "score": float(p[k]), "logit": float(res.logits[k]),
            "rank": j, "figure": rel_of(figure), "heatmap": rel_of(png), "relevance_file": rel_of(npy),

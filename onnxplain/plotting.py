@@ -28,8 +28,15 @@ def class_text(k: int, labels=None) -> str:
     return f"class {k} '{name}'" if name and name != str(k) else f"class {k}"
 
 
-def method_title(method: str, k: int, score: float, labels=None) -> list:
-    return [method, class_text(k, labels), f"score {score:.3f}"]
+def method_title(method: str, k: int, score: float, labels=None, layer: str | None = None) -> list:
+    """[method, (at its layer,) class, score]: the layer as its last two path parts (``layer4.1/Relu``)."""
+    return [method] + ([f"at {short_layer(layer)}"] if layer else []) + [class_text(k, labels), f"score {score:.3f}"]
+
+
+def short_layer(name: str) -> str:
+    """``/layer4/layer4.1/relu_1/Relu_output_0`` → ``relu_1/Relu``: what tells layers apart in a title."""
+    parts = [p for p in str(name).replace("_output_0", "").split("/") if p]
+    return "/".join(parts[-2:]) or str(name)
 
 
 def input_title(name: str, top: int, score: float, labels=None) -> list:
@@ -62,7 +69,8 @@ def plot(result, image=None, *, row: int = 0, class_index: int = 0, labels=None,
     picture, x, feature_names, logits, k, rel, stem = _unpack(result, image, row, class_index)
     p = probabilities(logits)
     top = int(np.argmax(logits))
-    maps = [(method_title(m, k, p[k], labels), r) for m, r in rel.items()]
+    layers = getattr(result, "layers", None) or {}
+    maps = [(method_title(m, k, p[k], labels, layers.get(m)), r) for m, r in rel.items()]
     head = input_title(stem or "input", top, p[top], labels)
     first = next(iter(rel.values()))
     image_like = picture is not None or np.ndim(first) >= 2

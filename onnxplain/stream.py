@@ -22,7 +22,7 @@ class Result:
     """One input explained by one or more methods.
 
     ``logits`` (classes,), ``targets`` (K,) the classes explained, ``relevance`` {method: (K, *sample
-    shape)}; ``error`` (one line) when the sample could not be read or explained, then the rest is empty."""
+    shape)}; ``layers`` {method: layer name} for the methods that stop at a layer; ``error`` (one line) when the sample could not be read or explained, then the rest is empty."""
 
     entry: inputs.Entry
     sample: inputs.Sample | None = None
@@ -31,6 +31,7 @@ class Result:
     relevance: dict = field(default_factory=dict)
     error: str | None = None
     provider: str | None = None
+    layers: dict = field(default_factory=dict)  # {method: the layer it explained at} (CAMs, --layer)
 
     @property
     def source(self) -> str:
@@ -102,12 +103,24 @@ def _explain(explainers, samples, target, top_k, feeds=None) -> list:
     first = explainers[0].explain(x, target=target, top_k=top_k if several else None, **fed)
     targets = np.asarray(first.target, np.int64).reshape(len(x), -1)
     rels = {first.method: _per_class(first.relevance, several)}
+    layers = {first.method: layer_of(explainers[0].method)}
     for ex in explainers[1:]:
         res = ex.explain(x, target=targets if several else targets[:, 0], **fed)
         rels[res.method] = _per_class(res.relevance, several)
+        layers[res.method] = layer_of(ex.method)
     provider = first.extras.get("provider")
+    layers = {m: lay for m, lay in layers.items() if lay}
     return [Result(s.entry, s, np.asarray(first.logits[i]), targets[i], {m: r[i] for m, r in rels.items()},
-                   provider=provider) for i, s in enumerate(samples)]
+                   provider=provider, layers=layers) for i, s in enumerate(samples)]
+
+
+def layer_of(method) -> str | None:
+    """The layer a method explained at: a CAM's target layer (given or its default), or ``--layer``."""
+    cam = getattr(method, "cam_layer", None)
+    if cam is not None:
+        return cam.name
+    layer = getattr(method, "layer", None)
+    return layer if isinstance(layer, str) else None
 
 
 def _per_class(relevance, several) -> np.ndarray:

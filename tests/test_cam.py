@@ -281,6 +281,18 @@ def test_cli_explain_export_and_inspect_on_the_digits_cnn(tmp_path):
                                     "-o", str(tmp_path / "lay")])
     assert run.exit_code == 0, run.output
     assert np.load(tmp_path / "lay" / "digit_4_2.gradient.npy").shape == (16, 16, 16)
+    import json
+
+    from onnxplain.plotting import method_title
+    from onnxplain.stream import layer_of
+
+    rows = [json.loads(line) for line in (tmp_path / "lay" / "results.jsonl").read_text().splitlines()]
+    assert [r["layer"] for r in rows] == [layer]  # the layer explained at, in the index and the figure title
+    assert method_title("gradient", 4, 1.0, None, layer)[:2] == ["gradient", "at features.6/Relu"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    ex = Explainer(model, "grad_cam")
+    assert [r["layer"] for r in rows] == [default_cam_layer(ex.canonical).name]
+    assert layer_of(Explainer(model, "gradient").method) is None
     run = CliRunner().invoke(main, ["inspect", model])
     assert "/net/features/features.7/MaxPool_output_0  [?, 16, 8, 8]  nchw (MaxPool)  <- default CAM layer" \
         in run.output
