@@ -22,7 +22,8 @@ class Result:
     """One input explained by one or more methods.
 
     ``logits`` (classes,), ``targets`` (K,) the classes explained, ``relevance`` {method: (K, *sample
-    shape)}; ``layers`` {method: layer name} for the methods that stop at a layer; ``error`` (one line) when the sample could not be read or explained, then the rest is empty."""
+    shape)}; ``layers`` {method: layer name} for the methods that stop at a layer; ``error`` (one line) when
+    the sample could not be read or explained, then the rest is empty."""
 
     entry: inputs.Entry
     sample: inputs.Sample | None = None

@@ -1,8 +1,8 @@
 """``onnxplain.evaluate``: explain a batch with several methods and measure each map with the metrics.
 
 The model is canonicalised once; each method's explainer is built once (:class:`.measure.Measurer`) and
-explains all inputs in batches; every metric's perturbed inputs run through one forward session in batches of ``batch_size``
-(:mod:`.perturb`). MPRT and eMPRT share one cascade of randomised models per method.
+explains all inputs in batches; every metric's perturbed inputs run through one forward session in batches
+of ``batch_size`` (:mod:`.perturb`). MPRT and eMPRT share one cascade of randomised models per method.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def evaluate(model, x, methods=("gradient",), metrics=None, target=None, masks=N
     x, logits, t = measurer.prepare(x, target)
     rep = new_report(canonical, x, t, logits, specs, convention)
     with Progress(len(specs) * (1 + len(wanted)), "evaluating", progress) as bar:
-        for label, rel, results in measurer.measure(x, t, masks, layout=rep.layout, tick=bar.update):
+        for label, rel, results in measurer.measure(x, t, masks, tick=bar.update):
             rep.relevance[label] = rel
             for name, result in results.items():
                 rep.add(label, name, result)

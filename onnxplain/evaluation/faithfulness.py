@@ -90,7 +90,8 @@ def _causal(forward, x, relevance, target, insert, layout, steps, baseline, scor
     groups, f = feature_map(x.shape[1:], layout, "pixel")
     counts = step_counts(f, steps)
     c = curves(forward, x, groups, order_features(feature_sums(rel, groups, f), "morf"), counts,
-               _fill(x, baseline, layout, seed, sigma, index), target, check_score(score), insert=insert, progress=progress)
+               _fill(x, baseline, layout, seed, sigma, index), target, check_score(score), insert=insert,
+               progress=progress)
     return MetricResult(trapezoid(c) / (len(counts) - 1), curves={"insertion" if insert else "deletion": c})
 
 

@@ -68,7 +68,7 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     wanted = metric_options(metrics, options)
     if export_best and by is None:
         raise OnnxplainError("--export-best needs --by METRIC: the metric that decides which method is best")
-    x, sources, skipped = read_inputs(data, canonical, batch_size, limit, size=size, mean=mean, std=std, scale=scale,
+    x, sources, skipped = read_inputs(files, canonical, batch_size, limit, size=size, mean=mean, std=std, scale=scale,
                                       layout=layout)
     files = [f for f in files if f not in {name for name, _ in skipped}]
     if masks is not None and not (os.path.isfile(masks) and masks.lower().endswith(".npy")):
@@ -93,13 +93,14 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
     return rep, written, exported
 
 
-def read_inputs(data, canonical, batch_size, limit=None, **preprocessing):
-    """(x, the name of each row, [(file, message)] of the images left out because they cannot be decoded)."""
+def read_inputs(files, canonical, batch_size, limit=None, **preprocessing):
+    """(x, the name of each row, [(file, message)] of the images left out because they cannot be decoded)
+    from ``files`` (:func:`~onnxplain.patterns.data.data_files`: folders already searched)."""
     from ..patterns.shards import plan_batches, read_shard
 
-    if not data_files(list(data)):
+    if not files:
         raise OnnxplainError("no inputs: pass image, .npy or .parquet files or folders that hold some")
-    batches = plan_batches(list(data), canonical, batch_size, limit)
+    batches = plan_batches(list(files), canonical, batch_size, limit)
     skipped: list = []
     parts, names = [], []
     for b in batches:

@@ -48,6 +48,11 @@ class _Subject:
         return out
 
 
+def input_layout(canonical, x) -> str | None:
+    """The layout the metrics see for inputs ``x``: the model's image layout for rank-4 inputs, else None."""
+    return canonical.layout if np.ndim(x) == 4 else None
+
+
 class Measurer:
     """The methods on one model, each explainer built once, and the metrics to score them with: what
     :func:`evaluate` runs once on all inputs, and a Ray worker (:mod:`.sharded`) on shard after shard."""
@@ -58,6 +63,7 @@ class Measurer:
         self.wanted, self.seed, self.convention = wanted, seed, convention
         self.first = self.subjects[0].explainer
         self.forward = self.first.runner.logits
+        self.canonical = canonical
 
     def prepare(self, x, target=None):
         """(x as the model takes it, logits, targets): each row's top-1 class unless ``target`` is given."""
@@ -67,7 +73,7 @@ class Measurer:
         self.classes = int(logits.shape[1])
         return x, logits, t
 
-    def measure(self, x, t, masks=None, *, layout=None, index=None, tick=None):
+    def measure(self, x, t, masks=None, *, index=None, tick=None):
         """Yield ``(label, relevance, {metric: MetricResult})`` per method on the inputs ``x`` (prepared)
         with targets ``t`` (after :meth:`prepare`); ``index``: their positions in the dataset (default
         0..N-1), which key the random draws; ``tick()`` after each map and each metric."""
@@ -75,6 +81,7 @@ class Measurer:
             from .quantus import run_metric as metric
         else:
             metric = run_metric
+        layout = input_layout(self.canonical, x)
         for s in self.subjects:
             s.forget()
             rel = s.explain(x, t)
@@ -92,8 +99,8 @@ class Measurer:
 
 def new_report(canonical, x, t, logits, specs, convention) -> Report:
     """An empty :class:`Report` for the methods ``specs`` [(label, name, options)]."""
-    layout = canonical.layout if x.ndim == 4 else None
-    return Report(x=x, target=t, logits=logits, layout=layout, methods=[label for label, _, _ in specs],
+    return Report(x=x, target=t, logits=logits, layout=input_layout(canonical, x),
+                  methods=[label for label, _, _ in specs],
                   specs={label: (name, options) for label, name, options in specs}, convention=convention,
                   model=canonical)
 

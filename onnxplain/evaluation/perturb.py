@@ -116,8 +116,8 @@ def linear_imputation(img: np.ndarray, missing: np.ndarray, tol: float = 1e-6, m
     without the noise). Solved by conjugate gradients on (D − W) restricted to the missing pixels
     (symmetric positive definite when every hole touches a known pixel; a hole with no known pixel
     stays 0), all images and channels at once, each image to a relative residual of ``tol`` (an image that
-    has converged stops changing, so its result does not depend on the images solved beside it); ``start``: a first guess
-    (img's shape; e.g. the imputation of a smaller hole), else zeros.
+    has converged stops changing, so its result does not depend on the images solved beside it); ``start``:
+    a first guess (img's shape; e.g. the imputation of a smaller hole), else zeros.
 
     Speed: the 8-neighbour stencil is separable, W v = (T_H v T_Wᵀ − 4v) / 12 with T the tridiagonal
     [1 2 1] filter (zero outside the image), so (D − W) v is two small matrix products or six sums

@@ -17,8 +17,8 @@ What makes a shard's values those of the whole run:
 * MPRT's per-layer means are averaged over the shards weighted by their sizes.
 
 The scores then equal one process's (measured: identical, relative difference 0, on the digits CNN; the
-tests allow 1e-6, for onnxruntime kernels that could round differently when a batch holds other rows). Not on Ray:
-``convention="quantus"``, which normalises the attributions over the whole batch and draws Quantus's random
+tests allow 1e-6, for onnxruntime kernels that could round differently when a batch holds other rows).
+Not on Ray: ``convention="quantus"``, which normalises the attributions over the whole batch and draws Quantus's random
 numbers in its batch order — a value of one sample there depends on the others.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 
 from ..errors import OnnxplainError
 from ..progress import Progress
-from .measure import Measurer, new_report
 from .common import MetricResult, baseline_values
+from .measure import Measurer, input_layout, new_report
 from .registry import METRICS
 
 SHARD_INPUTS = 128  # inputs per shard (rounded to whole batches)
@@ -42,14 +42,12 @@ class ShardEvaluator:
 
     def __init__(self, canonical, specs, wanted: dict, settings: dict):
         self.measurer = Measurer(canonical, specs, wanted, **settings)
-        self.layout = canonical.layout
 
     def __call__(self, shard, progress=None):
         index, start, x, target, masks = shard
         x, logits, t = self.measurer.prepare(x, target)
         tick = (lambda: progress(len(x))) if progress is not None else None
-        out = list(self.measurer.measure(x, t, masks, layout=self.layout if x.ndim == 4 else None,
-                                         index=np.arange(start, start + len(x)), tick=tick))
+        out = list(self.measurer.measure(x, t, masks, index=np.arange(start, start + len(x)), tick=tick))
         return index, logits, t, out
 
 
@@ -63,7 +61,7 @@ def plan_shards(x, target, masks, batch_size: int, shard_inputs: int | None = No
             for i, s in enumerate(range(0, len(x), size))]
 
 
-def dataset_baselines(wanted: dict, x: np.ndarray, layout) -> dict:
+def dataset_baselines(wanted: dict, x: np.ndarray, canonical) -> dict:
     """``wanted`` with each forward metric's ``mean`` baseline (given or its default) replaced by the mean
     over all of ``x`` as an array: a shard's own mean would differ."""
     out = {}
@@ -74,8 +72,8 @@ def dataset_baselines(wanted: dict, x: np.ndarray, layout) -> dict:
             default = inspect.signature(spec.fn).parameters.get("baseline")
             how = options.get("baseline", default.default if default is not None else None)
             if isinstance(how, str) and how.strip().lower() == "mean":
-                lay = layout if x.ndim == 4 else None
-                options["baseline"] = np.ascontiguousarray(baseline_values(x, "mean", lay)[:1])
+                mean = baseline_values(x, "mean", input_layout(canonical, x))
+                options["baseline"] = np.ascontiguousarray(mean[:1])
         out[name] = options
     return out
 
@@ -117,7 +115,7 @@ def evaluate_on_ray(canonical, specs, wanted, x, target, masks, settings: dict, 
     if x.dtype.kind in "fiub":
         x = x.astype(canonical.boundary_dtypes[0], copy=False)
     masks = None if masks is None else np.asarray(masks)
-    wanted = dataset_baselines(wanted, x, canonical.layout)
+    wanted = dataset_baselines(wanted, x, canonical)
     shards = plan_shards(x, target, masks, settings["batch_size"], shard_size)
     parts = {}
     with Progress(len(x) * len(specs) * (1 + len(wanted)), "evaluating", progress) as bar, \
