@@ -8,14 +8,30 @@ from __future__ import annotations
 
 import io
 
+import sys
+
 import numpy as np
 
 
 def import_quantus():
+    """quantus, importable alone: it imports zennit, which imports torchvision's ResNet blocks (PyPI's
+    torchvision for torch 2.13 is a CUDA build that does not import beside the CPU torch); stub modules
+    stand in while it imports (:mod:`module_stubs`), as tests/test_zennit.py does."""
     if not hasattr(np, "trapz"):
         np.trapz = np.trapezoid  # numpy ≥ 2.4: same function, new name
-    import quantus
+    import importlib.util
 
+    if "zennit" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        import quantus
+
+        return quantus
+    import torch.nn as nn
+
+    from module_stubs import stub_modules
+
+    blocks = {"BasicBlock": type("BasicBlock", (nn.Module,), {}), "Bottleneck": type("Bottleneck", (nn.Module,), {})}
+    with stub_modules({"torchvision": {}, "torchvision.models": {}, "torchvision.models.resnet": blocks}):
+        import quantus
     return quantus
 
 
