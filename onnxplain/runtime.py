@@ -59,8 +59,18 @@ def _quiet_options() -> ort.SessionOptions:
     without, and ran 9 % slower; gradient gains nothing (1534 MiB against 1437-1595) and runs 24 % slower,
     the forward alone peaks higher (893 MiB against 758). The other memory options measured there: no CPU
     arena (``enable_cpu_mem_arena``) grew the second run by 370 MiB (glibc keeps the freed blocks);
-    ``ExecutionOrder.PRIORITY_BASED`` changed nothing (see ``graph.schedule_early``)."""
+    ``ExecutionOrder.PRIORITY_BASED`` changed nothing (see ``graph.schedule_early``).
+
+    No spinning: each onnxruntime session has its own intra-op thread pool, whose threads by default keep
+    spinning for a while after a run ends. The next run of *another* session (an explainer after the model's
+    forward, the methods of ``explain -m a -m b``, ``evaluate``'s forward passes and explainers) then shares
+    the cores with them: on 2 cores a ResNet-18 gradient explainer at batch 1 took 74-83 ms right after a
+    forward of another session and 42-45 ms right after its own run; without spinning 45-54 ms in either
+    order, and runs of one session in a row were as fast without as with it (forward 17.6-18.1 against
+    19.8-20.8 ms, explainer 46-48 against 45-50 ms). ``ONNXPLAIN_ORT_SPINNING=1`` turns it back on."""
     so = ort.SessionOptions()
+    if os.environ.get("ONNXPLAIN_ORT_SPINNING", "").strip() != "1":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if os.environ.get("ONNXPLAIN_CPU_LAYOUT", "").strip().lower() == "nchw":
