@@ -185,9 +185,8 @@ class Builder:
         if sign is not None:
             return self.div(num, self.add(den, self.scalar(eps if sign > 0 else -eps, like=like)))
         zero = self.scalar(0.0, like=like)
-        sign = self.where(self.op("GreaterOrEqual", den, zero), self.scalar(1.0, like=like), self.scalar(-1.0, like=like))
-        stab = self.add(den, self.mul(sign, self.scalar(eps, like=like)))
-        return self.div(num, stab)
+        shift = self.where(self.op("GreaterOrEqual", den, zero), self.scalar(eps, like=like), self.scalar(-eps, like=like))
+        return self.div(num, self.add(den, shift))
 
     def unbroadcast(self, g, x, y):
         """Sum the gradient ``g`` (shape of the broadcast result ``y``) down to the shape of ``x``.

@@ -140,17 +140,20 @@ LAYERS = {"gemm": lambda rng: _dense_layer("gemm", rng), "gemm_transB": lambda r
 DIRECT = ("gemm", "gemm_transB", "conv_stride2_pad1")  # variant where the layer output is the logits
 
 
-def _rules_model(layer, head, rng):
+def _rules_model(layer, head, rng, relu=False):
     """One copy of the layer per rule, each on its own channel/feature slice of x:
-    x → Split → layer_<rule id> → Flatten → Concat → [MatMul(H) "head" | Identity] → logits.
-    Relevance of slice i is then rule i's R_in alone (Split and Concat route exactly)."""
+    x → [Relu →] Split → layer_<rule id> → Flatten → Concat → [MatMul(H) "head" | Identity] → logits.
+    Relevance of slice i is then rule i's R_in alone (Split and Concat route exactly). With ``relu`` the layers
+    see a provably non-negative input (the rules then drop x⁻ terms and reuse the forward's z)."""
     op, attrs, W, B, x_shape, dtype, A, conn, Bfull = LAYERS[layer](rng)
     r = len(RULES)
     inits = {"W": W, "split": np.full(r, x_shape[0], np.int64)}
     if B is not None:
         inits["B"] = B
     ys = [f"y_{rid}" for rid, _, _ in RULES]
-    nodes = [n_("Split", ["x", "split"], [f"x_{rid}" for rid, _, _ in RULES], name="split", axis=1)]
+    nodes = [n_("Split", ["xr" if relu else "x", "split"], [f"x_{rid}" for rid, _, _ in RULES], name="split", axis=1)]
+    if relu:
+        nodes.insert(0, n_("Relu", ["x"], ["xr"], name="relu"))
     for rid, _, _ in RULES:
         nodes.append(n_(op, [f"x_{rid}", "W"] + (["B"] if B is not None else []), [f"y_{rid}"],
                         name=f"layer_{rid}", **attrs))
@@ -173,12 +176,23 @@ def _rules_model(layer, head, rng):
                          ids=[f"{k}-head" for k in LAYERS] + [f"{k}-direct" for k in DIRECT])
 def test_rules_match_matrix_reference(layer, head):
     """R_in of every rule on one layer == the numpy matrix-form reference (RULES.md §1), atol 1e-5."""
-    rng = np.random.default_rng(sorted(LAYERS).index(layer) * 2 + head)
-    model, H, (A, conn, B, x_shape, dtype) = _rules_model(layer, head, rng)
+    _check_rules(layer, head, relu=False)
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_rules_on_a_nonnegative_input_match_matrix_reference(layer):
+    """The same on a ReLU's output: z⁺, αβ and γ then take their denominators from the forward's z and one
+    convolution p = x·W⁺ + b⁺ + ε (lrp/reuse.py), not from x⁺/x⁻ copies: checked against the same reference."""
+    _check_rules(layer, True, relu=True)
+
+
+def _check_rules(layer, head, relu):
+    rng = np.random.default_rng(sorted(LAYERS).index(layer) * 2 + head + 100 * relu)
+    model, H, (A, conn, B, x_shape, dtype) = _rules_model(layer, head, rng, relu)
     r, K = len(RULES), A.shape[0]
     N = 2 if head else 2 * r
     x = rng.standard_normal((N, x_shape[0] * r) + tuple(x_shape[1:])).astype(dtype)  # mixed signs
-    xs = np.split(x, r, axis=1)
+    xs = np.split(np.maximum(x, 0) if relu else x, r, axis=1)
     Y = np.concatenate([xi.reshape(N, -1).astype(np.float64) @ A.T + (0 if B is None else B) for xi in xs], 1)
     if head:  # the head (LRP-0, ε = 1e-6) hands R_k = y_k H_kt z_t / st(z_t) to every copy
         target = np.array([0, 2])
@@ -217,7 +231,7 @@ def test_rules_match_matrix_reference(layer, head):
         if bad.any():
             fails.append(f"{rid}: {bad.sum()} elements off, max |Δ| = {np.abs(g - ref).max():.3g} "
                          f"(max |R_ref| {np.abs(ref).max():.3g})")
-    MAX_DEV[f"{layer}-{'head' if head else 'direct'}"] = max(devs.values())
+    MAX_DEV[f"{layer}-{'head' if head else 'direct'}{'-relu' if relu else ''}"] = max(devs.values())
     assert not fails, "\n".join(fails)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import OnnxplainError
 from ..rules import GRADIENT, linear_adjoint
 from .analysis import layer_params, nonnegative, trailing_bias
+from .reuse import Reuse, forward
 
 DEFAULT_EPS = 1e-6  # Zennit's stabiliser (RULES.md §0)
 
@@ -56,21 +57,6 @@ def _pos(a):
 
 def _neg(a):
     return None if a is None else np.minimum(a, 0)
-
-
-def _forward(ctx, node, x, w, bias):
-    """The layer ``node`` applied to ``x`` with weight ``w`` and bias ``bias`` (MatMul: added after)."""
-    b = ctx.b
-    wc = b.const(w.astype(node.inputs[1].values.dtype))
-    ins = [x, wc]
-    shift = None
-    if bias is not None and np.any(bias != 0):
-        shift = b.const(bias.astype(wc.values.dtype))
-        if node.op != "MatMul":  # MatMul has no bias input: add it after
-            ins.append(shift)
-            shift = None
-    out = b.op(node.op, *ins, **{k: v for k, v in node.attrs.items()})
-    return out if shift is None else b.add(out, shift)
 
 
 def _ones_sample(b, x):
@@ -132,57 +118,22 @@ def _merged(terms, nonneg) -> list:
     return out
 
 
-class _Reuse:
-    """The modified forward x·W' + b' of a term on the layer's own input x, from what the forward pass has:
-    with W' = a·W⁻ + d·W⁺ (ε: W; z⁺: W⁺; αβ: W⁺, W⁻; γ: W + γW^±),
-
-        x·W' + b' = a·(z − b) + (d − a)·(x·W⁺) + b'     (z = x·W + b, the layer's output)
-
-    so ε costs no convolution at all and every rule at most one, x·W⁺, shared by its groups (αβ and γ had
-    two and four). (a, d) is the term's ``basis``, stated by the rule that made it; None from ``forward``
-    when the term has none (or the layer scales its product: Gemm with alpha, beta ≠ 1)."""
-
-    def __init__(self, ctx, node, z):
-        self.ctx, self.node, self.z = ctx, node, z
-        self.w, self.bias = layer_params(node)
-        self.ok = node.op in ("Conv", "ConvTranspose", "MatMul") or (
-            node.op == "Gemm" and float(node.attrs.get("alpha", 1.0)) == 1.0 and float(node.attrs.get("beta", 1.0)) == 1.0)
-        self._plus = None
-        self.subtracts = False  # some z' came out of a difference: its known sign is enforced
-
-    def _shaped(self, v):
-        if self.node.op in ("Conv", "ConvTranspose"):
-            rank = len(self.node.inputs[0].shape) if self.node.inputs[0].shape is not None else 4
-            return v.reshape((-1,) + (1,) * (rank - 2))
-        return v
-
-    def forward(self, t):
-        if not self.ok or t.basis is None:
-            return None
-        a, d = (float(v) for v in t.basis)
-        b = self.ctx.b
-        parts = []
-        if a:
-            parts.append(self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z)))
-        if d - a:
-            if self._plus is None:  # x·W⁺: the one extra convolution, shared by the groups
-                self._plus = _forward(self.ctx, self.node, self.node.inputs[0], np.maximum(self.w, 0), None)
-            parts.append(self._plus if d - a == 1 else b.mul(self._plus, b.scalar(d - a, like=self.z)))
-            self.subtracts |= bool(a) and (d - a) * a < 0  # a difference of two products
-        shift = np.zeros(1) if t.b is None else t.b.astype(np.float64)
-        if a and self.bias is not None:
-            shift = shift - a * self.bias.astype(np.float64)
-        z = b.sum(parts) if parts else b.zeros_like(self.z)
-        if np.any(shift != 0):
-            z = b.add(z, b.const(self._shaped(np.asarray(shift, dtype=self.w.dtype))))
-        return z
+def _masked_sign(group, t, nonneg, reuse) -> int | None:
+    """The sign of z' where the group's mask holds, when the term adds to z only contributions of the mask's
+    sign (γ on a non-negative x: z' − z = γ·(x·W^± + b^±) has the sign of z there), else None."""
+    if group.mask is None or not nonneg or t.basis is None:
+        return None
+    dw = t.w.astype(np.float64) - reuse.w.astype(np.float64)
+    db = (0.0 if t.b is None else t.b.astype(np.float64)) - (0.0 if reuse.bias is None else reuse.bias.astype(np.float64))
+    s = 1 if group.mask == "pos" else -1
+    return s if np.all(s * dw >= 0) and np.all(s * np.asarray(db) >= 0) else None
 
 
 def modified_step(ctx, node, R, groups, eps, bounds=None):
     """R_in = Σ_groups coef · Σ_terms x'_t ⊙ W'_tᵀ(R·mask / st_ε(z')).
 
     Terms with the same input modifier are merged (:func:`_merged`), modified forwards on x reuse the
-    layer's output (:class:`_Reuse`), ``coef`` is folded into the adjoint's weights and the adjoints of one
+    layer's output (:class:`.reuse.Reuse`), ``coef`` is folded into the adjoint's weights and the adjoints of one
     modifier are summed before the one product with x'."""
     b = ctx.b
     x = node.inputs[0]
@@ -206,7 +157,7 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
 
     add, _ = trailing_bias(node)
     z_orig = (add if add is not None else node).outputs[0]  # the layer output, bias included
-    reuse = _Reuse(ctx, node, z_orig)
+    reuse = Reuse(ctx, node, z_orig)
     adjoints: dict = {}  # input modifier -> adjoints of all groups
     for group in groups:
         raw = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
@@ -214,19 +165,21 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
             continue
         sign = _group_sign(raw, nonneg)
         terms = _merged(raw, nonneg)
-        reuse.subtracts = False
-        zs = []
-        for t in terms:
-            z_t = reuse.forward(t) if t.x == "x" else None
-            zs.append(z_t if z_t is not None else _forward(ctx, node, xmod(t.x), t.w, t.b))
-        z = b.sum(zs)
-        if sign is not None and reuse.subtracts:  # z' = z − x·W⁺ …: rounding must not flip its known sign
-            z = b.op("Max" if sign > 0 else "Min", z, b.scalar(0.0, like=z_orig))
         r = R
         if group.mask is not None:
             cmp = "Greater" if group.mask == "pos" else "Less"
-            r = b.mul(R, b.cast(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), z_orig.dtype))
-        s = b.safe_div(r, z, eps, like=z_orig, sign=sign)
+            r = b.where(b.op(cmp, z_orig, b.scalar(0.0, like=z_orig)), R, b.scalar(0.0, like=z_orig))
+        den, stable = None, False
+        if len(terms) == 1 and terms[0].x == "x":
+            den, stable = reuse.denominator(terms[0], sign, _masked_sign(group, terms[0], nonneg, reuse), eps)
+        if den is None:
+            reuse.subtracts = False
+            zs = [(reuse.forward(t) if t.x == "x" else None) for t in terms]
+            zs = [z if z is not None else forward(ctx, node, xmod(t.x), t.w, t.b) for z, t in zip(zs, terms)]
+            den = b.sum(zs)
+            if sign is not None and reuse.subtracts:  # z' = z − x·W⁺ …: rounding must not flip its known sign
+                den = b.op("Max" if sign > 0 else "Min", den, b.scalar(0.0, like=z_orig))
+        s = b.div(r, den) if stable else b.safe_div(r, den, eps, like=z_orig, sign=sign)
         for t in terms:
             if group.coef == 1 and t.basis == (1, 1):  # W itself: the layer's own constant, not a copy of it
                 w = node.inputs[1]

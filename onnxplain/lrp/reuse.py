@@ -1,0 +1,151 @@
+"""The modified forwards of a linear layer's LRP rule, from what the forward pass already has.
+
+A rule's term on the layer's own input x has weights W' = a·W⁻ + d·W⁺ (ε: W; z⁺: W⁺; αβ: W⁺, W⁻; γ: W + γW^±),
+so its modified forward is, with z = x·W + b the layer's output and P = x·W⁺,
+
+    z' = x·W' + b' = a·(z − b) + (d − a)·P + b'
+
+ε costs no convolution at all and every rule at most one, P, shared by its groups. That one convolution also
+takes the constant part of the first group that needs it, ε included: P is emitted as p = x·(c₀W⁺) + k₀ with
+the convolution's own bias input, so z⁺'s stabilised denominator x·W⁺ + b⁺ + ε *is* p, and the others are
+affine in (z, p): αβ's negative group is min(z − p, −ε) (with Zennit's b⁺/b⁻ the constants cancel), γ's
+groups are max(z + p, ε) and min((1+γ)·z − p, −ε). Fewer element-wise passes over the layer's output than
+adding b', ε and the sign one op at a time (ResNet-18: 7 to 2 per layer for αβ).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import layer_params
+
+
+def forward(ctx, node, x, w, bias):
+    """The layer ``node`` applied to ``x`` with weight ``w`` and bias ``bias`` (MatMul: added after)."""
+    b = ctx.b
+    wc = b.const(w.astype(node.inputs[1].values.dtype))
+    ins = [x, wc]
+    shift = None
+    if bias is not None and np.any(bias != 0):
+        shift = b.const(bias.astype(wc.values.dtype))
+        if node.op != "MatMul":  # MatMul has no bias input: add it after
+            ins.append(shift)
+            shift = None
+    out = b.op(node.op, *ins, **{k: v for k, v in node.attrs.items()})
+    return out if shift is None else b.add(out, shift)
+
+
+def _outputs(node, w) -> int:
+    """The number of output channels / features of a linear layer with weight ``w``."""
+    if node.op == "Conv":
+        return w.shape[0]
+    if node.op == "ConvTranspose":
+        return w.shape[1] * int(node.attrs.get("group", 1))
+    if node.op == "Gemm" and int(node.attrs.get("transB", 0)):
+        return w.shape[0]
+    return w.shape[-1]
+
+
+class Reuse:
+    """The modified forwards of one layer's rule on its own input x (see the module docstring)."""
+
+    def __init__(self, ctx, node, z):
+        self.ctx, self.node, self.z = ctx, node, z
+        self.w, self.bias = layer_params(node)
+        self.ok = node.op in ("Conv", "ConvTranspose", "MatMul") or (
+            node.op == "Gemm" and float(node.attrs.get("alpha", 1.0)) == 1.0 and float(node.attrs.get("beta", 1.0)) == 1.0)
+        self._plus = None  # (p, c0, k0): p = x·(c0·W⁺) + k0
+        self.subtracts = False  # some z' came out of a difference: its known sign is enforced
+
+    def _shaped(self, v):
+        if self.node.op in ("Conv", "ConvTranspose"):
+            rank = len(self.node.inputs[0].shape) if self.node.inputs[0].shape is not None else 4
+            return v.reshape((-1,) + (1,) * (rank - 2))
+        return v
+
+    def _vector(self, v):
+        """``v`` (a scalar or one value per output) as one value per output, float64."""
+        n = _outputs(self.node, self.w)
+        return np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1), (n,)).copy()
+
+    def _lower(self, t) -> np.ndarray:
+        """b' − a·b of term ``t`` (a the weight of z in its basis), one value per output."""
+        k = self._vector(0.0 if t.b is None else t.b)
+        a = float(t.basis[0])
+        if a and self.bias is not None:
+            k = k - a * self._vector(self.bias)
+        return k
+
+    def _const(self, v):
+        return self.ctx.b.const(self._shaped(np.asarray(v, dtype=self.w.dtype)))
+
+    def forward(self, t):
+        """z' of term ``t`` (no stabiliser), or None when it has no basis (or the layer scales its product:
+        Gemm with alpha, beta ≠ 1)."""
+        if not self.ok or t.basis is None:
+            return None
+        a, d = (float(v) for v in t.basis)
+        b = self.ctx.b
+        parts = []
+        if a:
+            parts.append(self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z)))
+        if d - a:
+            p, c0, k0 = self._p(1.0, None)
+            scaled = p
+            if np.any(k0 != 0):
+                scaled = b.sub(p, self._const(k0))
+            if (d - a) / c0 != 1:
+                scaled = b.mul(scaled, b.scalar((d - a) / c0, like=self.z))
+            parts.append(scaled)
+            self.subtracts |= bool(a) and (d - a) * a < 0  # a difference of two products
+        shift = self._lower(t)
+        z = b.sum(parts) if parts else b.zeros_like(self.z)
+        if np.any(shift != 0):
+            z = b.add(z, self._const(shift))
+        return z
+
+    def _p(self, c0, k0):
+        """(p, c0, k0) with p = x·(c0·W⁺) + k0: made on the first call with these values, later calls get it."""
+        if self._plus is None:
+            k0 = self._vector(0.0) if k0 is None else k0
+            w = (c0 * np.maximum(self.w, 0).astype(np.float64)).astype(self.w.dtype)
+            bias = k0.astype(self.w.dtype) if np.any(k0 != 0) else None
+            self._plus = (forward(self.ctx, self.node, self.node.inputs[0], w, bias), c0, k0)
+        return self._plus
+
+    def denominator(self, t, sign, masked_sign, eps):
+        """st_ε(z') of the single term ``t`` on x, from z and p; None when the term has no basis.
+
+        ``sign``: z' ≥ 0 / ≤ 0 everywhere (+1 / −1), or None. ``masked_sign``: the sign z' has where the
+        group's mask holds (only there its relevance is non-zero): the result is clamped to ±ε, so that it
+        is never 0 outside the mask either. With neither, z' is returned without ε for the caller's
+        sign-aware division (``Builder.safe_div``), and the second value is False."""
+        if not self.ok or t.basis is None:
+            return None, False
+        a, d = (float(v) for v in t.basis)
+        c = d - a
+        s = sign if sign is not None else masked_sign
+        k = self._lower(t) + (s * eps if s is not None else 0.0)
+        b = self.ctx.b
+        if c == 0:
+            z = self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z))
+            clamp = masked_sign is not None and sign is None
+        else:
+            p, c0, k0 = self._p(c, k)
+            rho = c / c0
+            k = k - rho * k0
+            clamp = (bool(a) and a * c < 0) or (masked_sign is not None and sign is None)
+            if a == 0:
+                z = p if rho == 1 else b.mul(p, b.scalar(rho, like=self.z))
+            else:
+                za = self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z))
+                if rho in (1, -1):
+                    z = b.add(za, p) if rho == 1 else b.sub(za, p)
+                else:
+                    z = b.add(za, b.mul(p, b.scalar(rho, like=self.z)))
+        if np.any(np.abs(k) > 0):
+            z = b.add(z, self._const(k))
+        if s is None:
+            return z, False
+        if clamp:  # rounding (or the other side of the mask) must not flip the sign
+            z = b.op("Max" if s > 0 else "Min", z, b.scalar(s * eps, like=self.z))
+        return z, True
