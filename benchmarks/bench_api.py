@@ -8,6 +8,9 @@ it) on the same batch with the same provider. Sections (``--sections``, default 
   deep_taylor, beside the explainer's own onnxruntime session run directly ("raw"), so the per-call
   overhead of the API is visible: overhead = explain() − raw, in % of one forward (target ≤ 2 % at batch 1).
   Targets: gradient ≤ 2.0, pattern.attribution ≤ 2.5, LRP composites and deep Taylor ≤ 3.0.
+* ``floors``: where each method's time goes and its floor, from onnxruntime's per-kernel profile at the largest
+  batch (``floors.py``): the explainer's multiply-adds ÷ the forward's (the FLOP floor), the time of its
+  Conv/ConvTranspose/Gemm/MatMul kernels and of all its other kernels, each ÷ the forward's kernel time (CPU).
 * ``multiclass``: ``explain(x, top_k=K)`` (K classes in one pass) ÷ forward against its bound, forward +
   K × backward, with backward = gradient − forward from the same rounds (and K separate calls for scale).
 * ``ig``: Integrated Gradients (64 steps, Gauss–Legendre) ÷ forward, and ``steps="auto"`` (steps used,
@@ -52,6 +55,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+import floors  # noqa: E402
 import memory_floor  # noqa: E402
 import shapes  # noqa: E402
 from bench_explainer import machine  # noqa: E402  (one description of the machine for every benchmark)
@@ -64,7 +68,7 @@ METHODS = ("gradient", "pattern.attribution", "lrp.epsilon_plus_flat", "lrp.epsi
            "lrp.epsilon_gamma_box", "deep_taylor")
 TARGETS = {"gradient": 2.0, "pattern.attribution": 2.5}  # the rest (LRP, deep Taylor): 3.0
 LRP_TARGET = 3.0
-SECTIONS = ("methods", "multiclass", "ig", "setup", "fit", "memory", "peers")
+SECTIONS = ("methods", "floors", "multiclass", "ig", "setup", "fit", "memory", "peers")
 med = statistics.median
 ROWS: list = []
 
@@ -201,6 +205,15 @@ def section_methods(name, proto, canonical, args, cache):
                  overhead_pct=over, outside_ort_pct=inside, outside_ort_ms=inside_ms, target=target)
         del ex, sess
         gc.collect()
+
+
+def section_floors(name, proto, canonical, args, cache):
+    if runtime.providers_for(args.device)[0] != "CPUExecutionProvider":
+        emit("floors", "  (CPU kernels only: skipped on the GPU)")
+        return
+    floors.floors(name, proto, canonical, args.methods, max(args.batch), args.size,
+                  explainer=lambda c, m: explainer(c, m, args.device, args.size, cache),
+                  emit=lambda text, **row: emit("floors", text, **row))
 
 
 def section_multiclass(name, proto, canonical, args, cache):
@@ -460,10 +473,10 @@ def main(argv=None):
         cache: dict = {}
         proto = shapes.build(name, size=args.size)
         canonical = onnxplain.canonicalize(proto)
-        for s in ("methods", "multiclass", "ig", "setup", "fit", "peers"):
-            if s in sections and (i == 0 or s in ("methods", "setup")):  # the rest: the first model only
+        for s in ("methods", "floors", "multiclass", "ig", "setup", "fit", "peers"):
+            if s in sections and (i == 0 or s in ("methods", "floors", "setup")):  # the rest: the first model only
                 if s != "methods":
-                    print(f"-- {s}")
+                    print(f"-- {s}" + (f" ({floors.HEADER})" if s == "floors" else ""))
                 globals()[f"section_{s}"](name, proto, canonical, args, cache)
                 gc.collect()
         del proto, canonical, cache
