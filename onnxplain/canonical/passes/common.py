@@ -58,22 +58,36 @@ def _bias(node):
     return node.inputs[2].values.astype(np.float64) if len(node.inputs) > 2 and node.inputs[2].name else 0.0
 
 
+def _scaled_rows(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """w[i] * scale[i] along the first axis, each product taken in float64 and rounded once to w's dtype,
+    a block of rows at a time: the float64 copy of a whole weight (ResNet-18: 90 MB, three passes) made
+    canonicalising it 60 ms slower."""
+    out = np.empty(w.shape, dtype=w.dtype)
+    rows = max(1, (1 << 18) // max(1, w[:1].size))  # about 2 MB of float64 per block
+    for i in range(0, w.shape[0], rows):
+        blk = w[i:i + rows].astype(np.float64)
+        blk *= scale[i:i + rows].reshape((-1,) + (1,) * (w.ndim - 1))
+        out[i:i + rows] = blk
+    return out
+
+
 def scale_shift(node: gs.Node, scale, shift) -> None:
     """Replace ``node``'s weights so that its output becomes ``out * scale + shift`` per channel.
 
     Raises ValueError for a Gemm whose bias differs per row (it cannot take a per-channel shift)."""
-    w = node.inputs[1].values.astype(np.float64)
+    w = node.inputs[1].values
     m = out_channels(node)
     scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (m,))
     shift = np.broadcast_to(np.asarray(shift, np.float64).reshape(-1), (m,))
-    dtype = node.inputs[1].values.dtype
+    dtype = w.dtype
     if node.op == "Conv":
-        w = w * scale.reshape((m,) + (1,) * (w.ndim - 1))
+        w = _scaled_rows(w, scale)
         bias = _bias(node)
     elif node.op == "ConvTranspose":
-        w = w * scale.reshape((1, m) + (1,) * (w.ndim - 2))
+        w = np.swapaxes(_scaled_rows(np.swapaxes(w, 0, 1), scale), 0, 1)
         bias = _bias(node)
     else:  # Gemm: Y = alpha * A' B' + beta * C
+        w = w.astype(np.float64)
         alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
         bias = beta * _bias(node)
         bias = np.broadcast_to(bias, (m,)) if np.ndim(bias) <= 1 else bias
@@ -86,7 +100,7 @@ def scale_shift(node: gs.Node, scale, shift) -> None:
         node.attrs["beta"] = 1.0
     bias = np.asarray(bias) * scale + shift
     name = node.name or node.op
-    node.inputs[1] = gs.Constant(f"{name}.weight_folded_{id(w)}", w.astype(dtype))
+    node.inputs[1] = gs.Constant(f"{name}.weight_folded_{id(w)}", np.ascontiguousarray(w, dtype=dtype))
     b = gs.Constant(f"{name}.bias_folded_{id(bias)}", np.broadcast_to(bias, (m,)).astype(dtype).copy())
     if len(node.inputs) > 2:
         node.inputs[2] = b
