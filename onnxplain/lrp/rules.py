@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from ..errors import OnnxplainError
 from ..rules import GRADIENT, linear_adjoint
@@ -129,6 +130,31 @@ def _masked_sign(group, t, nonneg, reuse) -> int | None:
     return s if np.all(s * dw >= 0) and np.all(s * np.asarray(db) >= 0) else None
 
 
+def _concat_axes(node):
+    """(axis of the signal, axis of the weight) along which a linear layer's outputs can be stacked — the
+    layer widened to more outputs — or None (grouped convolutions, batched or 1-D MatMul weights)."""
+    w = node.inputs[1]
+    if node.op in ("Conv", "ConvTranspose"):
+        return None if int(node.attrs.get("group", 1)) != 1 else (1, 0 if node.op == "Conv" else 1)
+    if node.op == "Gemm":
+        return None if int(node.attrs.get("transA", 0)) else (1, 0 if int(node.attrs.get("transB", 0)) else 1)
+    return (-1, 1) if w.shape is not None and len(w.shape) == 2 else None
+
+
+def _adjoint_sum(b, node, pairs):
+    """Σ W_iᵀ s_i over the (signal, weight) pairs of one input modifier. Several become one adjoint of the
+    layer widened by the stacked weights, applied to the stacked signals (W₁ᵀs₁ + W₂ᵀs₂ = [W₁; W₂]ᵀ[s₁; s₂]):
+    the same multiply-adds in one kernel, one output instead of two and their sum (αβ's and γ's two groups on
+    every layer; a ConvTranspose then also scatters its columns back once)."""
+    axes = _concat_axes(node)
+    if len(pairs) == 1 or axes is None or not all(isinstance(w, (np.ndarray, gs.Constant)) for _, w in pairs):
+        return b.sum([linear_adjoint(b, node, s, w) for s, w in pairs])
+    weights = [w.values if isinstance(w, gs.Constant) else w for _, w in pairs]
+    dtype = node.inputs[1].values.dtype
+    stacked = np.concatenate([np.asarray(w, dtype=dtype) for w in weights], axis=axes[1])
+    return linear_adjoint(b, node, b.op("Concat", *[s for s, _ in pairs], axis=axes[0]), stacked)
+
+
 def modified_step(ctx, node, R, groups, eps, bounds=None):
     """R_in = Σ_groups coef · Σ_terms x'_t ⊙ W'_tᵀ(R·mask / st_ε(z')).
 
@@ -185,10 +211,11 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
                 w = node.inputs[1]
             else:
                 w = t.w if group.coef == 1 else (t.w * group.coef).astype(t.w.dtype)
-            adjoints.setdefault(t.x, []).append(linear_adjoint(b, node, s, w))
+            adjoints.setdefault(t.x, []).append((s, w))
     if not adjoints:
         return [None] * len(node.inputs)
-    out = [b.sum(adj) if kind == "ones" else b.mul(xmod(kind), b.sum(adj)) for kind, adj in adjoints.items()]
+    out = [_adjoint_sum(b, node, adj) if kind == "ones" else b.mul(xmod(kind), _adjoint_sum(b, node, adj))
+           for kind, adj in adjoints.items()]
     return [b.sum(out)] + [None] * (len(node.inputs) - 1)
 
 
