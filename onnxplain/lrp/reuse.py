@@ -146,6 +146,11 @@ class Reuse:
             z = b.add(z, self._const(k))
         if s is None:
             return z, False
-        if clamp:  # rounding (or the other side of the mask) must not flip the sign
+        if clamp or (self._plus is not None and z is self._plus[0]):
+            # rounding (or the other side of the mask) must not flip the sign. On p itself (z⁺: ≥ ε already,
+            # so no value changes) it keeps onnxruntime from running the convolution in the forward pass: its
+            # execution order runs first the input of a node that onnxruntime created last, and the
+            # convolution becomes such a node (NCHWc), so a bare p ran before the relevance it divides was
+            # there and stayed alive until then (ResNet-50, batch 32, lrp.epsilon_plus_flat: +680 MiB peak).
             z = b.op("Max" if s > 0 else "Min", z, b.scalar(s * eps, like=self.z))
         return z, True
