@@ -1,7 +1,8 @@
 """Where an explainer's time goes, and its floor: one onnxruntime profile of the explainer and of the forward.
 
 For every method, from onnxruntime's own per-kernel profile (the explainer session as ``Explainer`` makes it,
-and the original model's forward, same options, same batch; the first run of each is left out):
+and the original model's forward, same options, same batch, run alternately so that load hits both;
+the first run of each is left out):
 
 * ``MACs``: the explainer's multiply-adds in Conv, ConvTranspose, Gemm and MatMul (from the shapes the
   profile records) ÷ the forward's: the FLOP floor of the method (gradient 2: forward + adjoint).
@@ -60,20 +61,30 @@ def macs(op, ins, outs, weight=None) -> int:
     return int(np.prod(out)) * int(x[-1])  # MatMul: (…, M, K) @ (…, K, N)
 
 
-def profile(model, feeds, runs=3) -> dict:
-    """{'ms': {op: ms per run}, 'macs': multiply-adds per run} of ``runs`` profiled runs after one warm-up."""
+def _session(model, prefix):
     import onnxruntime as ort  # a benchmark may: the package itself talks to onnxruntime only in runtime.py
 
     so = runtime._quiet_options()
     so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"onnxplain-floor-{os.getpid()}")
+    so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"onnxplain-floor-{os.getpid()}-{prefix}")
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     inits = {t.name: list(t.dims) for t in model.graph.initializer}
     weights = {n.name: inits[n.input[1]] for n in model.graph.node
                if n.op_type in LINEAR and len(n.input) > 1 and n.input[1] in inits}
+    return sess, weights
+
+
+def profile(models, feeds, runs=3) -> list:
+    """[{'ms': {op: ms per run}, 'macs': multiply-adds per run}] for each model: one warm-up run each, then
+    ``runs`` rounds that run every model once (interleaved, so that a burst of load hits all of them)."""
+    sessions = [_session(m, i) for i, m in enumerate(models)]
     for _ in range(runs + 1):
-        sess.run(None, feeds)
-    path = sess.end_profiling()
+        for (sess, _), f in zip(sessions, feeds):
+            sess.run(None, f)
+    return [_read(sess.end_profiling(), weights, runs) for sess, weights in sessions]
+
+
+def _read(path, weights, runs) -> dict:
     try:
         with open(path) as f:
             events = json.load(f)
@@ -102,20 +113,20 @@ def _print(text, **_row):
     print(text, flush=True)
 
 
-def floors(name, proto, canonical, methods, n, size, explainer=None, runs=3, emit=_print):
+def floors(name, proto, canonical, methods, n, size, explainer=None, runs=4, emit=_print):
     """One row per method; ``explainer(canonical, method)`` makes the Explainer (bench_api passes its own,
     which fits quick patterns for pattern.*)."""
     x = np.random.default_rng(0).standard_normal((n, 3, size, size)).astype(np.float32)
-    fwd = profile(proto, {proto.graph.input[0].name: x}, runs)
-    f_ms = sum(fwd["ms"].values())
-    emit(f"{name:<9} {n:>3}  {'forward (original model)':<26} kernels {f_ms:8.1f} ms, "
-         f"{fwd['macs'] / n / 1e9:.2f} GMAC per image", model=name, batch=n, method="forward", kernel_ms=f_ms)
+    fwd_feeds = {proto.graph.input[0].name: x}
+    fwd = profile([proto], [fwd_feeds], runs)[0]
+    emit(f"{name:<9} {n:>3}  {'forward (original model)':<26} kernels {sum(fwd['ms'].values()):8.1f} ms, "
+         f"{fwd['macs'] / n / 1e9:.2f} GMAC per image", model=name, batch=n, method="forward",
+         kernel_ms=sum(fwd["ms"].values()))
     rows = []
     for m in methods:
         ex = explainer(canonical, m) if explainer else onnxplain.Explainer(canonical, m)
-        model = ex.build()
-        feeds = {canonical.input_name: x}
-        prof = profile(model, feeds, runs)
+        fwd, prof = profile([proto, ex.build()], [fwd_feeds, {canonical.input_name: x}], runs)
+        f_ms = sum(fwd["ms"].values())  # the forward's kernels in the same rounds as this explainer's
         lin, rest = split(prof)
         others = sorted(((v, k) for k, v in prof["ms"].items() if k not in LINEAR), reverse=True)[:4]
         row = dict(model=name, batch=n, method=m, macs=prof["macs"] / fwd["macs"], linear=lin / f_ms,
@@ -137,7 +148,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", default="8")
     ap.add_argument("--methods", default=",".join(m for m in METHODS if not m.startswith("pattern.")))
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=4)
     args = ap.parse_args(argv)
     print(HEADER)
     for name in args.models.split(","):
