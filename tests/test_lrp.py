@@ -66,6 +66,10 @@ RULES = [  # (id, rule name, params)
     ("ab10_none", "alpha_beta", {"alpha": 1.0, "beta": 0.0, "bias": "none"}),
     ("gamma", "gamma", {"gamma": 0.25}),
     ("gamma1_nobias", "gamma", {"gamma": 1.0, "bias": False}),
+    # a large ε, so that a stabiliser lost or doubled in the denominators shows (lrp/reuse.py folds it)
+    ("z_plus_eps", "z_plus", {"epsilon": 0.5}),
+    ("ab21_eps", "alpha_beta", {"alpha": 2.0, "beta": 1.0, "epsilon": 0.5}),
+    ("gamma_eps", "gamma", {"gamma": 0.25, "epsilon": 0.5}),
     ("w_square", "w_square", {}),
     ("w_square_zennit", "w_square", {"bias": "zennit"}),
     ("flat", "flat", {}),
@@ -184,6 +188,43 @@ def test_rules_on_a_nonnegative_input_match_matrix_reference(layer):
     """The same on a ReLU's output: z⁺, αβ and γ then take their denominators from the forward's z and one
     convolution p = x·W⁺ + b⁺ + ε (lrp/reuse.py), not from x⁺/x⁻ copies: checked against the same reference."""
     _check_rules(layer, True, relu=True)
+
+
+@pytest.mark.parametrize("rule,params", [("z_plus", {}), ("alpha_beta", {"alpha": 2.0, "beta": 1.0}),
+                                         ("gamma", {"gamma": 0.25, "epsilon": 0.5})])
+@pytest.mark.parametrize("layer", ["matmul_1d", "gemm_bias_per_row", "gemm_weights_nonpositive"])
+def test_rules_on_layers_without_one_bias_per_output(layer, rule, params):
+    """A MatMul with a 1-D weight (no feature axis out) and a Gemm whose bias C has one row per sample: the
+    rules after a ReLU must not take their constants as one per output (lrp/reuse.py leaves these layers
+    to the plain modified forwards). A Gemm whose weights are all ≤ 0 with biases ≥ 0: W⁺ = 0, but z⁺'s b⁺
+    and γ's γb⁺ still count. Against the matrix reference, per sample."""
+    rng = np.random.default_rng(7)
+    N, J, K = 2, 5, 4
+    x = rng.standard_normal((N, J))
+    H = rng.standard_normal((1 if layer == "matmul_1d" else K, 3))
+    if layer == "matmul_1d":
+        w = rng.standard_normal(J)
+        nodes = [n_("Relu", ["x"], ["r"]), n_("MatMul", ["r", "W"], ["y"], name="layer"),
+                 n_("Unsqueeze", ["y", "ax"], ["u"]), n_("MatMul", ["u", "H"], ["logits"], name="head")]
+        inits = {"W": w, "H": H, "ax": np.array([1], np.int64)}
+        A, B = w[None, :], np.zeros((N, 1))
+    else:
+        W, C = rng.standard_normal((J, K)), rng.standard_normal((N, K)) * 0.5
+        if layer == "gemm_weights_nonpositive":
+            W, C = -np.abs(W), np.abs(C[:1])
+        nodes = [n_("Relu", ["x"], ["r"]), n_("Gemm", ["r", "W", "C"], ["u"], name="layer"),
+                 n_("MatMul", ["u", "H"], ["logits"], name="head")]
+        inits = {"W": W, "C": C, "H": H}
+        A, B = W.T, np.broadcast_to(C, (N, K))
+    m = make(nodes, inits, [N, J], out_shape=(N, 3), dtype=np.float64)
+    t = np.array([0, 2])
+    r = np.maximum(x, 0)
+    Y = r @ A.T + B
+    logit = (Y @ H)[np.arange(N), t]
+    Rout = Y * H[:, t].T * (logit / st(logit))[:, None]
+    ref = np.stack([lrp_matrix(rule, A, B[n], r[n], Rout[n], **params) for n in range(N)])
+    got = _explain(m, "lrp", x, t, rules={"layer": (rule, params), "head": "z"}).relevance
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
 
 
 def _check_rules(layer, head, relu):

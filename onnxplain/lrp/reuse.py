@@ -42,7 +42,16 @@ def _outputs(node, w) -> int:
         return w.shape[1] * int(node.attrs.get("group", 1))
     if node.op == "Gemm" and int(node.attrs.get("transB", 0)):
         return w.shape[0]
-    return w.shape[-1]
+    return w.shape[-1]  # Gemm, MatMul with a 2-D weight (Reuse.ok is False for the others)
+
+
+def _rounding(reuse, t, eps) -> np.ndarray:
+    """What float64 leaves of constants that cancel in exact arithmetic (αβ's and γ's b', b and ε): a few
+    units in its last place of their magnitudes, far below any ε a rule uses."""
+    mags = reuse._vector(0.0 if t.b is None else np.abs(t.b)) + abs(eps)
+    if reuse.bias is not None:
+        mags = mags + np.abs(reuse._vector(reuse.bias)) * (1 + abs(float(t.basis[0])))
+    return 8 * np.finfo(np.float64).eps * mags
 
 
 class Reuse:
@@ -51,8 +60,10 @@ class Reuse:
     def __init__(self, ctx, node, z):
         self.ctx, self.node, self.z = ctx, node, z
         self.w, self.bias = layer_params(node)
-        self.ok = node.op in ("Conv", "ConvTranspose", "MatMul") or (
+        self.ok = node.op in ("Conv", "ConvTranspose") or (node.op == "MatMul" and self.w.ndim == 2) or (
             node.op == "Gemm" and float(node.attrs.get("alpha", 1.0)) == 1.0 and float(node.attrs.get("beta", 1.0)) == 1.0)
+        if self.ok and self.bias is not None and self.bias.size not in (1, _outputs(node, self.w)):
+            self.ok = False  # a Gemm bias per row, not per output: the modified forwards run as they are
         self._plus = None  # (p, c0, k0): p = x·(c0·W⁺) + k0
         self.subtracts = False  # some z' came out of a difference: its known sign is enforced
 
@@ -142,7 +153,7 @@ class Reuse:
                     z = b.add(za, p) if rho == 1 else b.sub(za, p)
                 else:
                     z = b.add(za, b.mul(p, b.scalar(rho, like=self.z)))
-        if np.any(np.abs(k) > 0):
+        if np.any(np.abs(k) > _rounding(self, t, eps)):  # constants that cancel (αβ, γ) leave rounding only
             z = b.add(z, self._const(k))
         if s is None:
             return z, False

@@ -113,7 +113,7 @@ def _merged(terms, nonneg) -> list:
             continue
         w = sum(t.w.astype(np.float64) for t in ts).astype(ts[0].w.dtype)
         bs = [t.b.astype(np.float64) for t in ts if t.b is not None]
-        b = sum(bs).astype(ts[0].w.dtype) if bs else None
+        b = sum(bs) if bs else None  # float64: the denominators' constants then cancel exactly (lrp/reuse.py)
         basis = None if any(t.basis is None for t in ts) else tuple(sum(v) for v in zip(*(t.basis for t in ts)))
         out.append(Term(kind, w, b, basis))
     return out
@@ -186,7 +186,9 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
     reuse = Reuse(ctx, node, z_orig)
     adjoints: dict = {}  # input modifier -> adjoints of all groups
     for group in groups:
-        raw = [t for t in group.terms if not (nonneg and t.x == "neg") and np.any(t.w != 0)]
+        # a term without weights still adds its bias to z' (γ's γb⁺ on a layer whose weights are all ≤ 0)
+        raw = [t for t in group.terms if not (nonneg and t.x == "neg")
+               and (np.any(t.w != 0) or (t.b is not None and np.any(t.b != 0)))]
         if not raw:
             continue
         sign = _group_sign(raw, nonneg)
@@ -207,6 +209,8 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
                 den = b.op("Max" if sign > 0 else "Min", den, b.scalar(0.0, like=z_orig))
         s = b.div(r, den) if stable else b.safe_div(r, den, eps, like=z_orig, sign=sign)
         for t in terms:
+            if not np.any(t.w != 0):
+                continue
             if group.coef == 1 and t.basis == (1, 1):  # W itself: the layer's own constant, not a copy of it
                 w = node.inputs[1]
             else:
