@@ -51,8 +51,8 @@ def groups(rule, A, b, x, conn=None, **p):
     pos, neg = np.maximum(xw, 0), np.minimum(xw, 0)  # (xw)⁺ = x⁺w⁺ + x⁻w⁻, (xw)⁻ = x⁺w⁻ + x⁻w⁺
     if rule in ("z", "epsilon"):
         return [(1.0, one, xw, xw.sum(0) + bb)]
-    if rule == "z_plus":
-        bp, _ = _bias_pair(b, "zennit" if mode == "innvestigate" else mode)
+    if rule == "z_plus":  # iNNvestigate's ZPlus is Alpha1Beta0IgnoreBias (RULES.md §1): no bias in D
+        bp, _ = _bias_pair(b, "none" if mode == "innvestigate" else mode)
         return [(1.0, one, pos, pos.sum(0) + bp)]
     if rule == "alpha_beta":
         alpha, beta = float(p.get("alpha", 2.0)), float(p.get("beta", 1.0))

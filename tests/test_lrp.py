@@ -58,6 +58,7 @@ RULES = [  # (id, rule name, params)
     ("epsilon_nobias", "epsilon", {"epsilon": 0.25, "bias": False}),
     ("z_plus", "z_plus", {}),
     ("z_plus_nobias", "z_plus", {"bias": False}),
+    ("z_plus_inn", "z_plus", {"bias": "innvestigate"}),
     ("ab21", "alpha_beta", {"alpha": 2.0, "beta": 1.0}),
     ("ab21_inn", "alpha_beta", {"alpha": 2.0, "beta": 1.0, "bias": "innvestigate"}),
     ("ab21_none", "alpha_beta", {"alpha": 2.0, "beta": 1.0, "bias": "none"}),
