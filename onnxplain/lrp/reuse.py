@@ -65,7 +65,6 @@ class Reuse:
         if self.ok and self.bias is not None and self.bias.size not in (1, _outputs(node, self.w)):
             self.ok = False  # a Gemm bias per row, not per output: the modified forwards run as they are
         self._plus = None  # (p, c0, k0): p = x·(c0·W⁺) + k0
-        self.subtracts = False  # some z' came out of a difference: its known sign is enforced
 
     def _shaped(self, v):
         if self.node.op in ("Conv", "ConvTranspose"):
@@ -89,35 +88,44 @@ class Reuse:
     def _const(self, v):
         return self.ctx.b.const(self._shaped(np.asarray(v, dtype=self.w.dtype)))
 
+    def subtracts(self, t) -> bool:
+        """z' of term ``t`` comes out of a difference of two products (z and x·W⁺ with opposite weights):
+        rounding may flip its sign, so a known sign is enforced on it."""
+        return self.ok and t.basis is not None and float(t.basis[0]) * (float(t.basis[1]) - float(t.basis[0])) < 0
+
     def forward(self, t):
         """z' of term ``t`` (no stabiliser), or None when it has no basis (or the layer scales its product:
         Gemm with alpha, beta ≠ 1)."""
         if not self.ok or t.basis is None:
             return None
+        return self._affine(t, self._lower(t))
+
+    def _affine(self, t, k, eps=0.0):
+        """a·z + (d − a)·x·W⁺ + k for the basis (a, d) of term ``t``, k one constant per output. x·W⁺ comes
+        from p = x·(c0·W⁺) + k0, made by the first term that needs it with its own c0 = d − a and k0 = k:
+        for that term the constant is all in p's bias; the others add k − (c/c0)·k0. ``eps``: the stabiliser
+        k holds, if any (its size bounds what rounding may leave of constants that cancel)."""
         a, d = (float(v) for v in t.basis)
-        b = self.ctx.b
-        parts = []
-        if a:
-            parts.append(self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z)))
-        if d - a:
-            p, c0, k0 = self._p(1.0, None)
-            scaled = p
-            if np.any(k0 != 0):
-                scaled = b.sub(p, self._const(k0))
-            if (d - a) / c0 != 1:
-                scaled = b.mul(scaled, b.scalar((d - a) / c0, like=self.z))
-            parts.append(scaled)
-            self.subtracts |= bool(a) and (d - a) * a < 0  # a difference of two products
-        shift = self._lower(t)
-        z = b.sum(parts) if parts else b.zeros_like(self.z)
-        if np.any(shift != 0):
-            z = b.add(z, self._const(shift))
+        c, b = d - a, self.ctx.b
+        za = None if not a else self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z))
+        if c == 0:
+            z = za if za is not None else b.zeros_like(self.z)
+        else:
+            p, c0, k0 = self._p(c, k)
+            rho = c / c0
+            k = k - rho * k0
+            if za is not None and rho in (1, -1):
+                z = b.add(za, p) if rho == 1 else b.sub(za, p)
+            else:
+                z = p if rho == 1 else b.mul(p, b.scalar(rho, like=self.z))
+                z = z if za is None else b.add(za, z)
+        if np.any(np.abs(k) > _rounding(self, t, eps)):  # constants that cancel (αβ, γ) leave rounding only
+            z = b.add(z, self._const(k))
         return z
 
     def _p(self, c0, k0):
         """(p, c0, k0) with p = x·(c0·W⁺) + k0: made on the first call with these values, later calls get it."""
         if self._plus is None:
-            k0 = self._vector(0.0) if k0 is None else k0
             w = (c0 * np.maximum(self.w, 0).astype(np.float64)).astype(self.w.dtype)
             bias = k0.astype(self.w.dtype) if np.any(k0 != 0) else None
             self._plus = (forward(self.ctx, self.node, self.node.inputs[0], w, bias), c0, k0)
@@ -132,32 +140,11 @@ class Reuse:
         sign-aware division (``Builder.safe_div``), and the second value is False."""
         if not self.ok or t.basis is None:
             return None, False
-        a, d = (float(v) for v in t.basis)
-        c = d - a
-        s = sign if sign is not None else masked_sign
-        k = self._lower(t) + (s * eps if s is not None else 0.0)
-        b = self.ctx.b
-        if c == 0:
-            z = self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z))
-            clamp = masked_sign is not None and sign is None
-        else:
-            p, c0, k0 = self._p(c, k)
-            rho = c / c0
-            k = k - rho * k0
-            clamp = (bool(a) and a * c < 0) or (masked_sign is not None and sign is None)
-            if a == 0:
-                z = p if rho == 1 else b.mul(p, b.scalar(rho, like=self.z))
-            else:
-                za = self.z if a == 1 else b.mul(self.z, b.scalar(a, like=self.z))
-                if rho in (1, -1):
-                    z = b.add(za, p) if rho == 1 else b.sub(za, p)
-                else:
-                    z = b.add(za, b.mul(p, b.scalar(rho, like=self.z)))
-        if np.any(np.abs(k) > _rounding(self, t, eps)):  # constants that cancel (αβ, γ) leave rounding only
-            z = b.add(z, self._const(k))
+        s, b = (sign if sign is not None else masked_sign), self.ctx.b
+        z = self._affine(t, self._lower(t) + (s * eps if s is not None else 0.0), eps)
         if s is None:
             return z, False
-        if clamp or (self._plus is not None and z is self._plus[0]):
+        if self.subtracts(t) or sign is None or (self._plus is not None and z is self._plus[0]):
             # rounding (or the other side of the mask) must not flip the sign. On p itself (z⁺: ≥ ε already,
             # so no value changes) it keeps onnxruntime from running the convolution in the forward pass: its
             # execution order runs first the input of a node that onnxruntime created last, and the

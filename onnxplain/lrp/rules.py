@@ -201,11 +201,11 @@ def modified_step(ctx, node, R, groups, eps, bounds=None):
         if len(terms) == 1 and terms[0].x == "x":
             den, stable = reuse.denominator(terms[0], sign, _masked_sign(group, terms[0], nonneg, reuse), eps)
         if den is None:
-            reuse.subtracts = False
             zs = [(reuse.forward(t) if t.x == "x" else None) for t in terms]
             zs = [z if z is not None else forward(ctx, node, xmod(t.x), t.w, t.b) for z, t in zip(zs, terms)]
             den = b.sum(zs)
-            if sign is not None and reuse.subtracts:  # z' = z − x·W⁺ …: rounding must not flip its known sign
+            # z' = z − x·W⁺ …: rounding must not flip its known sign
+            if sign is not None and any(reuse.subtracts(t) for t in terms if t.x == "x"):
                 den = b.op("Max" if sign > 0 else "Min", den, b.scalar(0.0, like=z_orig))
         s = b.div(r, den) if stable else b.safe_div(r, den, eps, like=z_orig, sign=sign)
         for t in terms:
