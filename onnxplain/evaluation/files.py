@@ -70,7 +70,8 @@ def evaluate_files(model, data, methods, *, metrics=(), options=None, masks=None
         raise OnnxplainError("--export-best needs --by METRIC: the metric that decides which method is best")
     x, sources, skipped = read_inputs(files, canonical, batch_size, limit, size=size, mean=mean, std=std, scale=scale,
                                       layout=layout)
-    files = [f for f in files if f not in {name for name, _ in skipped}]
+    unread = {name for name, _ in skipped}
+    files = [f for f in files if f not in unread]
     if masks is not None and not (os.path.isfile(masks) and masks.lower().endswith(".npy")):
         if len(files) != len(x) or any(f.lower().endswith(".npy") for f in files):
             files = files[:len(x)]

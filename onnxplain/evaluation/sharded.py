@@ -64,7 +64,7 @@ def plan_shards(x, target, masks, batch_size: int, shard_inputs: int | None = No
 def dataset_baselines(wanted: dict, x: np.ndarray, canonical) -> dict:
     """``wanted`` with each forward metric's ``mean`` baseline (given or its default) replaced by the mean
     over all of ``x`` as an array: a shard's own mean would differ."""
-    out = {}
+    out, mean = {}, None
     for name, options in wanted.items():
         options = dict(options)
         spec = METRICS[name]
@@ -72,8 +72,9 @@ def dataset_baselines(wanted: dict, x: np.ndarray, canonical) -> dict:
             default = inspect.signature(spec.fn).parameters.get("baseline")
             how = options.get("baseline", default.default if default is not None else None)
             if isinstance(how, str) and how.strip().lower() == "mean":
-                mean = baseline_values(x, "mean", input_layout(canonical, x))
-                options["baseline"] = np.ascontiguousarray(mean[:1])
+                if mean is None:  # one pass over the dataset, whichever metrics share it
+                    mean = np.ascontiguousarray(baseline_values(x, "mean", input_layout(canonical, x))[:1])
+                options["baseline"] = mean
         out[name] = options
     return out
 
